@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: MIT
+//
+// RPC over nng REQ/REP carrying threadgate.rpc.v1.Request/Response
+// envelopes (proto/rpc.proto), dispatched through protobuf-c's generated
+// service descriptors.
+//
+// Server: one REP socket, N worker threads, each with its own nng_ctx and
+// its own per-worker state (a sqlite connection, a CURL handle). A worker
+// receives an envelope, looks the method up by name in the service
+// descriptor, unpacks the payload with the method's input descriptor and
+// calls the generated service's invoke(), which calls the handler. The
+// handler answers by calling its closure exactly once (with its output
+// message, or with NULL after cm_rpc_fail()). Malformed envelopes, unknown
+// methods, undecodable payloads and expired deadlines are answered with an
+// error Response by this module; handlers never see them.
+//
+// Client: one REQ socket dialled non-blocking (start order does not
+// matter), a pool of nng contexts, a deadline on every send and receive.
+// The async call runs entirely in nng callbacks and never blocks a thread.
+#ifndef CM_RPC_H
+#define CM_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "common/err.h"
+#include "common/util.h"
+
+// Largest nng message accepted on any socket (NNG_OPT_RECVMAXSZ). Request
+// bodies are capped at 1 MiB by the gateway; state and search replies can
+// hold up to 1000 threads, so replies get more room.
+#define CM_RPC_MAX_MSG (16u * 1024u * 1024u)
+// Longest detail text carried in a Response, in bytes (with the NUL).
+#define CM_RPC_DETAIL_MAX 256
+// Longest method name accepted, in bytes.
+#define CM_RPC_METHOD_MAX 64
+// Most worker threads a server may run.
+#define CM_RPC_MAX_WORKERS 256
+
+// ---------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------
+
+typedef struct cm_rpc_server cm_rpc_server;
+
+/**
+ * cm_rpc_call is the per-request context. The generic server passes it to
+ * handlers as the protobuf-c closure_data. Handlers may read every field;
+ * they must not keep the pointer after calling the closure.
+ */
+typedef struct cm_rpc_call {
+	const char *request_id;  // borrowed; "" when the client sent none
+	int64_t     deadline_ms; // Unix ms; 0 = none
+	void       *worker;      // the worker state from worker_init
+	int         worker_index;
+	// Set by cm_rpc_fail(); read by the server after the closure ran.
+	cm_err status;
+	char   detail[CM_RPC_DETAIL_MAX];
+	// Private to rpc.c.
+	void *priv;
+} cm_rpc_call;
+
+typedef struct cm_rpc_server_config {
+	// Listen URL, e.g. "ipc:///run/threadgate/auth.sock" or
+	// "tcp://127.0.0.1:7001". Required.
+	const char *url;
+	// The generated service, initialised with the handlers (e.g.
+	// THREADGATE__AUTH__V1__AUTH_SERVICE__INIT(auth_)). Required.
+	ProtobufCService *service;
+	// Worker threads, 1..CM_RPC_MAX_WORKERS.
+	int nworkers;
+	// Optional: called once per worker on the worker's thread before it
+	// serves; returns the worker state (NULL allowed) or sets *err to a
+	// non-OK value to abort start-up. arg is cfg.arg.
+	void *(*worker_init)(void *arg, int index, cm_err *err);
+	// Optional: called with the worker state on that worker's thread
+	// when it stops.
+	void (*worker_fini)(void *arg, void *worker);
+	void *arg;
+} cm_rpc_server_config;
+
+/**
+ * cm_rpc_server_start() opens the REP socket, listens on cfg->url (with
+ * NNG_OPT_RECVMAXSZ = CM_RPC_MAX_MSG), runs every worker_init and starts
+ * the workers. Returns CM_OK and the server in *out, CM_EINVAL for a bad
+ * config, CM_EUNAVAIL when the URL cannot be listened on (in use, bad
+ * path), or the error a worker_init reported. *out is written only on
+ * success. For an ipc:// URL a stale socket file is replaced.
+ */
+cm_err cm_rpc_server_start(const cm_rpc_server_config *cfg,
+    cm_rpc_server **out);
+
+/**
+ * cm_rpc_server_stop() closes the socket, waits for every worker to finish
+ * its current request, runs worker_fini and frees the server. NULL is
+ * allowed. Call from the thread that started it (not from a handler).
+ */
+void cm_rpc_server_stop(cm_rpc_server *srv);
+
+/**
+ * cm_rpc_fail() records an error for the call: the handler then calls its
+ * closure with NULL. fmt may be NULL (the detail is then cm_strerror(err)).
+ * The detail is sent to the client: never put secrets or other owners'
+ * data in it.
+ */
+void cm_rpc_fail(cm_rpc_call *call, cm_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/**
+ * cm_rpc_call_of() returns the cm_rpc_call behind a handler's
+ * closure_data argument.
+ */
+static inline cm_rpc_call *
+cm_rpc_call_of(void *closure_data)
+{
+	return ((cm_rpc_call *) closure_data);
+}
+
+// ---------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------
+
+typedef struct cm_rpc_client cm_rpc_client;
+
+/**
+ * cm_rpc_client_open() opens a REQ socket and dials url non-blocking
+ * (reconnecting in the background, 100 ms .. 2 s backoff). Resend is
+ * disabled (our deadlines bound every call instead). Returns CM_OK and
+ * *out, CM_EINVAL for a malformed URL. Thread-safe to use afterwards.
+ */
+cm_err cm_rpc_client_open(const char *url, cm_rpc_client **out);
+
+/**
+ * cm_rpc_client_close() closes the socket and frees the client. Calls in
+ * flight complete first with CM_EUNAVAIL. NULL is allowed.
+ */
+void cm_rpc_client_close(cm_rpc_client *c);
+
+/**
+ * cm_rpc_done_fn is called exactly once per cm_rpc_call_async(), on an nng
+ * thread. status is CM_OK or the error: the server's Status, CM_ETIMEDOUT
+ * when the deadline passed, CM_EUNAVAIL when the peer could not be reached,
+ * CM_EINTERNAL for an undecodable reply. detail is a borrowed NUL-terminated
+ * text, valid only during the call. reply is a new message (free it with
+ * protobuf_c_message_free_unpacked(reply, NULL)) when status is CM_OK,
+ * else NULL. The callback must not block; it may start another call.
+ */
+typedef void (*cm_rpc_done_fn)(void *arg, cm_err status, const char *detail,
+    ProtobufCMessage *reply);
+
+/**
+ * cm_rpc_call_async() sends method(req) and returns at once; done runs
+ * later exactly once (possibly before this returns). timeout_ms bounds the
+ * whole call (send + receive) and is written into the envelope's deadline.
+ * reply_desc is the output descriptor the reply payload is unpacked with.
+ * Returns CM_OK when done will run; otherwise (CM_EINVAL for a bad method
+ * name or request id, CM_EINTERNAL when a message cannot be allocated)
+ * done will not run.
+ */
+cm_err cm_rpc_call_async(cm_rpc_client *c, const char *method,
+    const char *request_id, int timeout_ms, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *reply_desc, cm_rpc_done_fn done,
+    void *arg);
+
+/**
+ * cm_rpc_call_sync() is the blocking form for tests and tools (never use
+ * it on an nng callback or an HTTP thread). On CM_OK *reply_out gets a new
+ * message; on error detail (if not NULL) gets the reason and *reply_out is
+ * untouched.
+ */
+cm_err cm_rpc_call_sync(cm_rpc_client *c, const char *method,
+    const char *request_id, int timeout_ms, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply_out,
+    char *detail, size_t detail_len);
+
+/**
+ * cm_rpc_call_raw_sync() sends an envelope with an arbitrary method name,
+ * deadline and payload bytes (for contract tests that send undecodable or
+ * unknown requests). On CM_OK, *payload_out and *payload_len_out get a malloc'd
+ * copy of the reply payload (free it); on error they are untouched and
+ * detail gets the server's reason.
+ */
+cm_err cm_rpc_call_raw_sync(cm_rpc_client *c, const char *method,
+    const char *request_id, int64_t deadline_unix_ms, const void *payload,
+    size_t payload_len, int timeout_ms, void **payload_out,
+    size_t *payload_len_out, char *detail, size_t detail_len);
+
+#endif // CM_RPC_H

@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: MIT
+//
+// Unit tests for rpc.c: a REP server with test handlers on inproc://,
+// driven by the sync, raw and async client calls. Covers dispatch by
+// method name, handler errors, unknown methods, undecodable payloads,
+// expired deadlines, per-worker state and an absent server.
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/rpc.h"
+#include "proto/auth.pb-c.h"
+
+typedef Threadgate__Auth__V1__AuthService_Service svc_t;
+
+#define URL "inproc://rpc_test"
+#define NWORKERS 4
+
+static int worker_tags[NWORKERS];
+
+static void *
+w_init(void *arg, int index, cm_err *err)
+{
+	worker_tags[index] = 100 + index;
+	return (&worker_tags[index]);
+}
+
+// Authenticate test handler: "ok" -> identity with the worker tag;
+// anything else -> UNAUTHENTICATED.
+static void
+t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
+    Threadgate__Auth__V1__Identity_Closure closure, void *closure_data)
+{
+	cm_rpc_call                   *call = cm_rpc_call_of(closure_data);
+	Threadgate__Auth__V1__Identity id   = THREADGATE__AUTH__V1__IDENTITY__INIT;
+	char                           buf[64];
+
+	if (in->n_authorization != 1 ||
+	    strcmp(in->authorization[0], "ok") != 0) {
+		cm_rpc_fail(call, CM_EAUTH, "bad token");
+		closure(NULL, closure_data);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "user-%d-%s", *(int *) call->worker,
+	    call->request_id);
+	id.identity         = buf;
+	id.is_authenticated = 1;
+	closure(&id, closure_data);
+}
+
+// Stats handler that forgets to answer (a handler bug).
+static void
+t_stats(svc_t *svc, const Threadgate__Auth__V1__StatsRequest *in,
+    Threadgate__Auth__V1__StatsReply_Closure closure, void *closure_data)
+{
+}
+
+static svc_t          service = THREADGATE__AUTH__V1__AUTH_SERVICE__INIT(t_);
+static cm_rpc_server *server;
+static cm_rpc_client *client;
+
+static int
+setup(void **state)
+{
+	cm_rpc_server_config cfg = {
+		.url         = URL,
+		.service     = &service.base,
+		.nworkers    = NWORKERS,
+		.worker_init = w_init,
+	};
+
+	if (cm_rpc_server_start(&cfg, &server) != CM_OK) {
+		return (-1);
+	}
+	return (cm_rpc_client_open(URL, &client) == CM_OK ? 0 : -1);
+}
+
+static int
+teardown(void **state)
+{
+	cm_rpc_client_close(client);
+	cm_rpc_server_stop(server);
+	return (0);
+}
+
+static cm_err
+authenticate(const char *token, char *identity, size_t len, char *detail)
+{
+	Threadgate__Auth__V1__AuthenticateRequest req =
+	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char             *vals[1] = { (char *) token };
+	cm_err            err;
+
+	req.n_authorization = 1;
+	req.authorization   = vals;
+	err = cm_rpc_call_sync(client, "Authenticate", "rid42", 2000, &req.base,
+	    &threadgate__auth__v1__identity__descriptor, &reply, detail, 128);
+	if (err == CM_OK) {
+		snprintf(identity, len, "%s",
+		    ((Threadgate__Auth__V1__Identity *) reply)->identity);
+		protobuf_c_message_free_unpacked(reply, NULL);
+	}
+	return (err);
+}
+
+static void
+test_ok_and_error(void **state)
+{
+	char id[64] = "";
+	char detail[128];
+
+	assert_int_equal(authenticate("ok", id, sizeof(id), detail), CM_OK);
+	// Worker state reached the handler; the request id travelled.
+	assert_non_null(strstr(id, "user-10"));
+	assert_non_null(strstr(id, "rid42"));
+	assert_int_equal(authenticate("nope", id, sizeof(id), detail), CM_EAUTH);
+	assert_string_equal(detail, "bad token");
+}
+
+static void
+test_unknown_method_and_garbage(void **state)
+{
+	char                 detail[128];
+	void                *out = NULL;
+	size_t               len = 0;
+	static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+
+	assert_int_equal(cm_rpc_call_raw_sync(client, "NoSuchMethod", "r", 0,
+	                     NULL, 0, 2000, &out, &len, detail, sizeof(detail)),
+	    CM_ENOTSUP);
+	assert_non_null(strstr(detail, "NoSuchMethod"));
+	assert_int_equal(cm_rpc_call_raw_sync(client, "Authenticate", "r", 0,
+	                     junk, sizeof(junk), 2000, &out, &len, detail,
+	                     sizeof(detail)),
+	    CM_EINVAL);
+	// A handler that never answers is reported, not hung.
+	assert_int_equal(cm_rpc_call_raw_sync(client, "Stats", "r", 0, NULL, 0,
+	                     2000, &out, &len, detail, sizeof(detail)),
+	    CM_EINTERNAL);
+	// Still serving.
+	char id[64];
+	assert_int_equal(authenticate("ok", id, sizeof(id), detail), CM_OK);
+}
+
+static void
+test_expired_deadline(void **state)
+{
+	char   detail[128];
+	void  *out = NULL;
+	size_t len = 0;
+
+	assert_int_equal(cm_rpc_call_raw_sync(client, "Authenticate", "r",
+	                     cm_now_ms() - 10, NULL, 0, 2000, &out, &len,
+	                     detail, sizeof(detail)),
+	    CM_ETIMEDOUT);
+}
+
+static void
+test_no_server(void **state)
+{
+	cm_rpc_client *c;
+	Threadgate__Auth__V1__StatsRequest req =
+	    THREADGATE__AUTH__V1__STATS_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char              detail[128];
+	int64_t           t0;
+	cm_err            err;
+
+	assert_int_equal(cm_rpc_client_open("inproc://nobody", &c), CM_OK);
+	t0  = cm_mono_ms();
+	err = cm_rpc_call_sync(c, "Stats", "r", 5000, &req.base,
+	    &threadgate__auth__v1__stats_reply__descriptor, &reply, detail,
+	    sizeof(detail));
+	// Fails (never OK), and promptly: not the full 5 s.
+	assert_int_not_equal(err, CM_OK);
+	assert_true(cm_mono_ms() - t0 < 3000);
+	cm_rpc_client_close(c);
+}
+
+#define NASYNC 200
+
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	int             done;
+	int             ok;
+} async_state;
+
+static void
+async_done(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
+{
+	async_state *as = arg;
+
+	pthread_mutex_lock(&as->mu);
+	as->done++;
+	if (st == CM_OK && reply != NULL &&
+	    strncmp(((Threadgate__Auth__V1__Identity *) reply)->identity,
+	        "user-", 5) == 0) {
+		as->ok++;
+	}
+	pthread_cond_signal(&as->cv);
+	pthread_mutex_unlock(&as->mu);
+	protobuf_c_message_free_unpacked(reply, NULL);
+}
+
+static void
+test_async_many(void **state)
+{
+	async_state as = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+		0, 0 };
+	Threadgate__Auth__V1__AuthenticateRequest req =
+	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
+	char *vals[1] = { "ok" };
+
+	req.n_authorization = 1;
+	req.authorization   = vals;
+	for (int i = 0; i < NASYNC; i++) {
+		assert_int_equal(cm_rpc_call_async(client, "Authenticate", "a",
+		                     5000, &req.base,
+		                     &threadgate__auth__v1__identity__descriptor,
+		                     async_done, &as),
+		    CM_OK);
+	}
+	pthread_mutex_lock(&as.mu);
+	while (as.done < NASYNC) {
+		pthread_cond_wait(&as.cv, &as.mu);
+	}
+	pthread_mutex_unlock(&as.mu);
+	assert_int_equal(as.ok, NASYNC);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ok_and_error),
+		cmocka_unit_test(test_unknown_method_and_garbage),
+		cmocka_unit_test(test_expired_deadline),
+		cmocka_unit_test(test_no_server),
+		cmocka_unit_test(test_async_many),
+	};
+	return (cmocka_run_group_tests(tests, setup, teardown));
+}

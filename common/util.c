@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: MIT
+//
+// Time, UUIDs, request ids, checked number parsing and environment
+// configuration (see util.h).
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+int64_t
+cm_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
+int64_t
+cm_now_ms(void)
+{
+	return (cm_now_us() / 1000);
+}
+
+int64_t
+cm_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+char *
+cm_time_iso8601(int64_t us, char buf[CM_ISO8601_SIZE])
+{
+	time_t    secs = (time_t) (us / 1000000);
+	long      frac = (long) (us % 1000000);
+	struct tm tm;
+
+	if (frac < 0) {
+		frac += 1000000;
+		secs -= 1;
+	}
+	char      tmp[96];
+
+	gmtime_r(&secs, &tm);
+	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06ld+00:00",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec, frac);
+	memcpy(buf, tmp, CM_ISO8601_SIZE - 1);
+	buf[CM_ISO8601_SIZE - 1] = '\0';
+	return (buf);
+}
+
+void
+cm_random_bytes(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t got = getrandom(p, n, 0);
+
+		if (got < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			cm_assert_fail("getrandom", __FILE__, __LINE__);
+		}
+		p += got;
+		n -= (size_t) got;
+	}
+}
+
+void
+cm_hex(const unsigned char *bytes, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i]     = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 0xf];
+	}
+	out[2 * n] = '\0';
+}
+
+static void
+uuid_format(const unsigned char b[16], char out[CM_UUID_LEN + 1])
+{
+	char hex[33];
+
+	cm_hex(b, 16, hex);
+	snprintf(out, CM_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex,
+	    hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+void
+cm_uuid4(char out[CM_UUID_LEN + 1])
+{
+	unsigned char b[16];
+
+	cm_random_bytes(b, sizeof(b));
+	b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
+	uuid_format(b, out);
+}
+
+void
+cm_uuid7(char out[CM_UUID_LEN + 1])
+{
+	unsigned char b[16];
+	uint64_t      ms = (uint64_t) cm_now_ms();
+
+	cm_random_bytes(b, sizeof(b));
+	for (int i = 0; i < 6; i++) {
+		b[i] = (unsigned char) (ms >> (40 - 8 * i));
+	}
+	b[6] = (unsigned char) ((b[6] & 0x0f) | 0x70);
+	b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
+	uuid_format(b, out);
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9') {
+		return (c - '0');
+	}
+	if (c >= 'a' && c <= 'f') {
+		return (c - 'a' + 10);
+	}
+	if (c >= 'A' && c <= 'F') {
+		return (c - 'A' + 10);
+	}
+	return (-1);
+}
+
+cm_err
+cm_uuid_parse(const char *s, size_t len, char out[CM_UUID_LEN + 1])
+{
+	unsigned char b[16];
+	size_t        nib = 0;
+
+	if (s == NULL || (len != 36 && len != 32)) {
+		return (CM_EINVAL);
+	}
+	for (size_t i = 0; i < len; i++) {
+		int v;
+
+		if (len == 36 && (i == 8 || i == 13 || i == 18 || i == 23)) {
+			if (s[i] != '-') {
+				return (CM_EINVAL);
+			}
+			continue;
+		}
+		v = hexval(s[i]);
+		if (v < 0) {
+			return (CM_EINVAL);
+		}
+		if ((nib & 1) == 0) {
+			b[nib / 2] = (unsigned char) (v << 4);
+		} else {
+			b[nib / 2] |= (unsigned char) v;
+		}
+		nib++;
+	}
+	uuid_format(b, out);
+	return (CM_OK);
+}
+
+void
+cm_request_id(char out[CM_RID_LEN + 1])
+{
+	unsigned char b[CM_RID_LEN / 2];
+
+	cm_random_bytes(b, sizeof(b));
+	cm_hex(b, sizeof(b), out);
+}
+
+cm_err
+cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	char     *end = NULL;
+	long long v;
+
+	if (s == NULL || *s == '\0' || *s == ' ' || *s == '\t') {
+		return (CM_EINVAL);
+	}
+	errno = 0;
+	v     = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0') {
+		return (CM_EINVAL);
+	}
+	if (v < min || v > max) {
+		return (CM_EINVAL);
+	}
+	*out = (int64_t) v;
+	return (CM_OK);
+}
+
+const char *
+cm_env_str(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+
+	if (v == NULL || v[0] == '\0') {
+		return (def);
+	}
+	return (v);
+}
+
+cm_err
+cm_env_i64(const char *name, int64_t def, int64_t min, int64_t max,
+    int64_t *out)
+{
+	const char *v = getenv(name);
+	int64_t     n;
+
+	if (v == NULL || v[0] == '\0') {
+		*out = def;
+		return (CM_OK);
+	}
+	if (cm_parse_i64(v, min, max, &n) != CM_OK) {
+		cm_error(NULL, "%s must be an integer in [%lld, %lld], got \"%.64s\"",
+		    name, (long long) min, (long long) max, v);
+		return (CM_EINVAL);
+	}
+	*out = n;
+	return (CM_OK);
+}
+
+cm_err
+cm_env_bool(const char *name, int def, int *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[]  = { "0", "false", "no", "off" };
+	const char              *v     = getenv(name);
+
+	if (v == NULL || v[0] == '\0') {
+		*out = def;
+		return (CM_OK);
+	}
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0) {
+			*out = 1;
+			return (CM_OK);
+		}
+		if (strcasecmp(v, no[i]) == 0) {
+			*out = 0;
+			return (CM_OK);
+		}
+	}
+	cm_error(NULL, "%s must be a boolean (1/0, true/false), got \"%.64s\"",
+	    name, v);
+	return (CM_EINVAL);
+}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+//
+// Small helpers shared by every service: time, UUIDs, request ids, checked
+// number parsing and environment configuration.
+#ifndef CM_UTIL_H
+#define CM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+// Text length of a canonical UUID, without the NUL.
+#define CM_UUID_LEN 36
+// Length of a request id we generate (32 hex chars), without the NUL.
+#define CM_RID_LEN 32
+// Longest request id accepted from a client or the wire, in bytes.
+#define CM_RID_MAX 64
+// Buffer size for cm_time_iso8601() output, with the NUL.
+#define CM_ISO8601_SIZE 40
+
+/** cm_now_us() returns the wall clock in Unix microseconds. */
+int64_t cm_now_us(void);
+/** cm_now_ms() returns the wall clock in Unix milliseconds. */
+int64_t cm_now_ms(void);
+/** cm_mono_ms() returns a monotonic clock in milliseconds. */
+int64_t cm_mono_ms(void);
+
+/**
+ * cm_time_iso8601() formats Unix microseconds as
+ * "2024-07-18T18:35:15.540834+00:00" into buf (CM_ISO8601_SIZE bytes).
+ * Returns buf.
+ */
+char *cm_time_iso8601(int64_t us, char buf[CM_ISO8601_SIZE]);
+
+/**
+ * cm_random_bytes() fills buf with n bytes from the kernel CSPRNG
+ * (getrandom). Aborts if the kernel cannot supply them.
+ */
+void cm_random_bytes(void *buf, size_t n);
+
+/** cm_uuid4() writes a random UUID (v4) as 36 lower-case chars + NUL. */
+void cm_uuid4(char out[CM_UUID_LEN + 1]);
+/**
+ * cm_uuid7() writes a time-ordered UUID (v7: 48-bit Unix ms, then random)
+ * as 36 lower-case chars + NUL. Ids made later sort after earlier ones.
+ */
+void cm_uuid7(char out[CM_UUID_LEN + 1]);
+/**
+ * cm_uuid_parse() checks that s (len bytes, not NUL-terminated needed) is a
+ * UUID: 36 chars 8-4-4-4-12 hex (either case), or 32 hex chars without
+ * dashes. On success writes the canonical lower-case dashed form into out
+ * and returns CM_OK; else CM_EINVAL and out is untouched.
+ */
+cm_err cm_uuid_parse(const char *s, size_t len, char out[CM_UUID_LEN + 1]);
+
+/** cm_request_id() writes 32 random hex chars + NUL. */
+void cm_request_id(char out[CM_RID_LEN + 1]);
+
+/**
+ * cm_parse_i64() parses all of s (base 10, optional sign, no spaces) into
+ * *out if min <= value <= max. Returns CM_OK, or CM_EINVAL (not a number,
+ * trailing bytes, out of range); *out is written only on success.
+ */
+cm_err cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/**
+ * cm_env_str() returns getenv(name) when set and non-empty, else def
+ * (borrowed; do not free).
+ */
+const char *cm_env_str(const char *name, const char *def);
+
+/**
+ * cm_env_i64() reads an integer variable: unset or empty gives def; a
+ * value that is not an integer in [min, max] is CM_EINVAL (and a log line
+ * naming the variable), so a typo stops the service at start-up.
+ */
+cm_err cm_env_i64(const char *name, int64_t def, int64_t min, int64_t max,
+    int64_t *out);
+
+/**
+ * cm_env_bool() reads 1/true/yes/on or 0/false/no/off (any case); unset
+ * gives def; anything else is CM_EINVAL.
+ */
+cm_err cm_env_bool(const char *name, int def, int *out);
+
+/** cm_hex() writes 2n lower-case hex chars + NUL of bytes into out. */
+void cm_hex(const unsigned char *bytes, size_t n, char *out);
+
+#endif // CM_UTIL_H

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: MIT
+//
+// Unit tests for util.c: UUIDs, timestamps, number and env parsing.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/util.h"
+
+static void
+test_uuid_parse(void **state)
+{
+	char out[CM_UUID_LEN + 1];
+
+	assert_int_equal(cm_uuid_parse("0B6A0E7C-1F2D-4C3B-9A8E-7D6C5B4A3F21",
+	                     36, out), CM_OK);
+	assert_string_equal(out, "0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f21");
+	assert_int_equal(cm_uuid_parse("0b6a0e7c1f2d4c3b9a8e7d6c5b4a3f21", 32,
+	                     out), CM_OK);
+	assert_string_equal(out, "0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f21");
+	assert_int_equal(cm_uuid_parse("not-a-uuid", 10, out), CM_EINVAL);
+	assert_int_equal(cm_uuid_parse("0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f2g",
+	                     36, out), CM_EINVAL);
+	assert_int_equal(cm_uuid_parse("0b6a0e7c+1f2d-4c3b-9a8e-7d6c5b4a3f21",
+	                     36, out), CM_EINVAL);
+	assert_int_equal(cm_uuid_parse(NULL, 36, out), CM_EINVAL);
+}
+
+static void
+test_uuid_generate(void **state)
+{
+	char a[CM_UUID_LEN + 1];
+	char b[CM_UUID_LEN + 1];
+	char c[CM_UUID_LEN + 1];
+
+	cm_uuid4(a);
+	assert_int_equal(strlen(a), 36);
+	assert_int_equal(a[14], '4');
+	assert_int_equal(cm_uuid_parse(a, 36, c), CM_OK);
+	assert_string_equal(a, c);
+
+	cm_uuid7(a);
+	cm_uuid7(b);
+	assert_int_equal(a[14], '7');
+	assert_true(strchr("89ab", a[19]) != NULL);
+	// Time-ordered: the 48-bit ms prefix never goes backwards.
+	assert_true(strncmp(a, b, 13) <= 0);
+	assert_string_not_equal(a, b);
+}
+
+static void
+test_iso8601(void **state)
+{
+	char buf[CM_ISO8601_SIZE];
+
+	assert_string_equal(cm_time_iso8601(1721327715540834LL, buf),
+	    "2024-07-18T18:35:15.540834+00:00");
+	assert_string_equal(cm_time_iso8601(0, buf),
+	    "1970-01-01T00:00:00.000000+00:00");
+}
+
+static void
+test_parse_i64(void **state)
+{
+	int64_t v = 7;
+
+	assert_int_equal(cm_parse_i64("42", 0, 100, &v), CM_OK);
+	assert_int_equal(v, 42);
+	assert_int_equal(cm_parse_i64("-1", 0, 100, &v), CM_EINVAL);
+	assert_int_equal(cm_parse_i64("101", 0, 100, &v), CM_EINVAL);
+	assert_int_equal(cm_parse_i64("4x", 0, 100, &v), CM_EINVAL);
+	assert_int_equal(cm_parse_i64("", 0, 100, &v), CM_EINVAL);
+	assert_int_equal(cm_parse_i64(" 4", 0, 100, &v), CM_EINVAL);
+	assert_int_equal(cm_parse_i64("99999999999999999999", 0, INT64_MAX, &v),
+	    CM_EINVAL);
+	assert_int_equal(v, 42); // untouched on error
+}
+
+static void
+test_env(void **state)
+{
+	int64_t v;
+	int     b;
+
+	setenv("TG_TEST_N", "12", 1);
+	assert_int_equal(cm_env_i64("TG_TEST_N", 5, 1, 20, &v), CM_OK);
+	assert_int_equal(v, 12);
+	setenv("TG_TEST_N", "abc", 1);
+	assert_int_equal(cm_env_i64("TG_TEST_N", 5, 1, 20, &v), CM_EINVAL);
+	unsetenv("TG_TEST_N");
+	assert_int_equal(cm_env_i64("TG_TEST_N", 5, 1, 20, &v), CM_OK);
+	assert_int_equal(v, 5);
+	setenv("TG_TEST_B", "Yes", 1);
+	assert_int_equal(cm_env_bool("TG_TEST_B", 0, &b), CM_OK);
+	assert_int_equal(b, 1);
+	setenv("TG_TEST_B", "maybe", 1);
+	assert_int_equal(cm_env_bool("TG_TEST_B", 0, &b), CM_EINVAL);
+	assert_string_equal(cm_env_str("TG_TEST_UNSET_X", "d"), "d");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_uuid_parse),
+		cmocka_unit_test(test_uuid_generate),
+		cmocka_unit_test(test_iso8601),
+		cmocka_unit_test(test_parse_i64),
+		cmocka_unit_test(test_env),
+	};
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
