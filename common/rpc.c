@@ -496,9 +496,13 @@ slot_cb(void *arg)
 
 	if (s->state == SLOT_SEND) {
 		if (rv != 0) {
+			// A REQ send completes when a connected peer takes the
+			// message; timing out here means no peer was there: the
+			// service is down or unreachable, not slow.
 			nng_msg_free(nng_aio_get_msg(s->aio));
-			slot_finish(s, cm_err_from_nng(rv),
-			    rv == NNG_ETIMEDOUT ? "upstream not reachable in time"
+			slot_finish(s,
+			    rv == NNG_ETIMEDOUT ? CM_EUNAVAIL : cm_err_from_nng(rv),
+			    rv == NNG_ETIMEDOUT ? "upstream not reachable"
 			                        : nng_strerror(rv),
 			    NULL, 0);
 			return;

@@ -141,7 +141,8 @@ void cm_rpc_client_close(cm_rpc_client *c);
 /**
  * cm_rpc_done_fn is called exactly once per cm_rpc_call_async(), on an nng
  * thread. status is CM_OK or the error: the server's Status, CM_ETIMEDOUT
- * when the deadline passed, CM_EUNAVAIL when the peer could not be reached,
+ * when a connected peer did not answer before the deadline, CM_EUNAVAIL
+ * when no peer could be reached (nothing took the request in time),
  * CM_EINTERNAL for an undecodable reply. detail is a borrowed NUL-terminated
  * text, valid only during the call. reply is a new message (free it with
  * protobuf_c_message_free_unpacked(reply, NULL)) when status is CM_OK,
