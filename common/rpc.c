@@ -279,10 +279,22 @@ worker_main(void *arg)
 static void
 server_free(cm_rpc_server *srv)
 {
-	nng_close(srv->sock);
+	// Stop each worker's aio first: nng_aio_stop() cancels what is
+	// pending and makes every later operation on that aio fail with
+	// NNG_ECANCELED, so each worker leaves its loop. Only after the
+	// workers are joined is the socket closed: closing it while a worker
+	// is inside nng_ctx_send() crashes nng 1.5.2 (seen as a panic in
+	// pthread_mutex_lock on SIGTERM). A reply being sent at that moment
+	// is lost; its caller's deadline fires.
+	for (int i = 0; i < srv->cfg.nworkers; i++) {
+		if (srv->workers[i].aio != NULL) {
+			nng_aio_stop(srv->workers[i].aio);
+		}
+	}
 	for (int i = 0; i < srv->nstarted; i++) {
 		pthread_join(srv->workers[i].thread, NULL);
 	}
+	nng_close(srv->sock);
 	for (int i = 0; i < srv->cfg.nworkers; i++) {
 		if (srv->workers[i].aio != NULL) {
 			nng_aio_free(srv->workers[i].aio);

@@ -162,7 +162,8 @@ post_json(const char *path, const char *body, const char *auth, resp *r)
 		"Content-Type: application/json", NULL, NULL };
 
 	if (auth != NULL) {
-		snprintf(a, sizeof(a), "Authorization: Bearer %s", auth);
+		snprintf(a, sizeof(a), "Authorization: Bearer %.*s",
+		    (int) (sizeof(a) - sizeof("Authorization: Bearer ")), auth);
 		hdrs[2] = a;
 	}
 	http("POST", path, hdrs, body, body != NULL ? strlen(body) : 0, r);
@@ -174,7 +175,8 @@ get_user(const char *token, resp *r)
 	char        a[HDR_MAX];
 	const char *hdrs[] = { "apikey: " ANON, a, NULL };
 
-	snprintf(a, sizeof(a), "Authorization: Bearer %s", token);
+	snprintf(a, sizeof(a), "Authorization: Bearer %.*s",
+	    (int) (sizeof(a) - sizeof("Authorization: Bearer ")), token);
 	http("GET", "/auth/v1/user", hdrs, NULL, 0, r);
 }
 
