@@ -1,0 +1,620 @@
+// SPDX-License-Identifier: MIT
+//
+// gateway internals: the one header shared by the gateway's modules.
+//
+// The gateway is threadgate's HTTP front door. A request flows:
+//
+//   http.c     libmicrohttpd access handler: per-request job, limits, body
+//              collection, CORS, x-request-id, response queueing
+//   routes.c   method + path pattern -> route (404 / 405 + Allow / 422 for
+//              a path id that is not a UUID)
+//   route_*.c  request JSON -> proto request (422 on bad input), and the
+//              proto reply -> JSON response
+//   upstream.c the async chain: suspend -> Authenticate -> gw_authorize()
+//              -> thread-service rpc -> resume; never blocks an HTTP thread
+//   authz.c    the one authorization decision
+//   errors.c   the one cm_err -> HTTP status (+ body, headers) mapping
+//
+// Identity comes only from the auth-service's answer: the gateway reads a
+// fixed list of request headers (Authorization, Content-Length, Prefer,
+// Origin, Access-Control-Request-Headers, x-request-id; the body is JSON
+// whatever the Content-Type says) and nothing else, so a client-sent identity
+// header (x-user-id, x-owner, x-forwarded-user...) never reaches the owner
+// decision or the logs.
+#ifndef GW_GW_H
+#define GW_GW_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "common/err.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "proto/auth.pb-c.h"
+#include "proto/threads.pb-c.h"
+
+// ---------------------------------------------------------------------
+// Limits. Every input and buffer has one; each says why its value.
+// ---------------------------------------------------------------------
+
+// Default cap on a request body (GATEWAY_MAX_BODY). Thread bodies are
+// small JSON documents (metadata, filters, state updates); 1 MiB is far
+// above real ones and bounds what one request can make us hold.
+#define GW_DEFAULT_MAX_BODY (1024 * 1024)
+// Largest GATEWAY_MAX_BODY accepted: the thread-service's messages are
+// capped at CM_RPC_MAX_MSG, and a body must fit in one with room to spare.
+#define GW_MAX_BODY_LIMIT (8 * 1024 * 1024)
+// An over-cap body of at most this many bytes is read and discarded (not
+// stored) so the 413 goes out on a connection that stays usable. A body
+// declared (Content-Length) larger is answered 413 before it is read and
+// the connection is closed; an undeclared (chunked) one that passes this
+// is cut off by closing the connection (we will not read gigabytes to be
+// polite).
+#define GW_DRAIN_MAX (16 * 1024 * 1024)
+// libmicrohttpd's per-connection memory pool: it holds the request line
+// and all headers, so it bounds their size (MHD answers 431 beyond it).
+// 64 KiB leaves room for an 8 KiB bearer token plus ordinary headers.
+#define GW_CONN_MEMORY_LIMIT (64 * 1024)
+// Longest request path accepted; longer gets 414. Our longest real path
+// is ~110 bytes. (The query string is bounded by GW_CONN_MEMORY_LIMIT.)
+#define GW_URL_MAX 2048
+// Most path segments examined by the router; our deepest route has 4.
+#define GW_PATH_SEGMENTS_MAX 8
+// Longest decoded path parameter kept (a UUID is 36; room for the 32-hex
+// form and for a clear 422 on junk without storing unbounded text).
+#define GW_PARAM_MAX 128
+// Most Authorization header values forwarded to the auth-service. More
+// than one is refused there anyway; beyond this we refuse without asking.
+#define GW_AUTH_HEADERS_MAX 4
+// Longest Authorization value forwarded: "Bearer " + an 8 KiB token
+// (the auth-service's AUTH_HEADER_MAX). Longer is refused with 401.
+#define GW_AUTH_VALUE_MAX (8192 + 16)
+// Longest Origin / Access-Control-Request-* value echoed back. Origins
+// are scheme://host:port; 512 bytes is plenty and bounds the echo.
+#define GW_ORIGIN_MAX 512
+// Longest Access-Control-Request-Headers value echoed in a preflight.
+#define GW_ACRH_MAX 1024
+// Longest identity kept from the auth-service (its AUTH_ID_MAX is 256).
+#define GW_IDENTITY_MAX 256
+// Longest error detail text sent in {"detail": ...}.
+#define GW_DETAIL_MAX 256
+// Most entries in a search "ids" or prune "thread_ids" list: a page is at
+// most 1000 threads, so more ids than that cannot all be returned.
+#define GW_IDS_MAX 1000
+// Most entries in a search "select" list: there are 11 Thread fields;
+// duplicates are allowed, so allow a few more than that.
+#define GW_SELECT_MAX 32
+// Largest search page (the LangGraph API's limit bound).
+#define GW_LIMIT_MAX 1000
+// Default search page size and history length (both SDKs send 10).
+#define GW_LIMIT_DEFAULT 10
+// Largest search offset accepted (the proto field is int32).
+#define GW_OFFSET_MAX INT32_MAX
+// Longest short string field (status, as_node, strategy, checkpoint_ns)
+// taken from a body; real values are a few dozen bytes.
+#define GW_SHORT_STR_MAX 256
+// Extra response headers one response may carry (pagination, auth,
+// retry, allow).
+#define GW_RESP_HEADERS_MAX 6
+// Longest extra header value we build (Allow lists, WWW-Authenticate).
+#define GW_HEADER_VALUE_MAX 128
+// Owned strings one parsed request may hold (JSON texts, canonical ids);
+// the largest route (update_state) needs 5.
+#define GW_REQ_STRS_MAX 16
+// Longest extra response header name we set ("X-Pagination-Total").
+#define GW_HEADER_NAME_MAX 32
+// Grace period on SIGTERM for requests in flight to finish before the
+// upstream clients are closed (which completes the rest with 503). Below
+// the 10 s a supervisor usually waits before SIGKILL.
+#define GW_SHUTDOWN_GRACE_MS 6000
+
+// ---------------------------------------------------------------------
+// Configuration (main.c fills it from the environment and flags).
+// ---------------------------------------------------------------------
+
+typedef struct gw_config {
+	const char *host;               // GATEWAY_HOST (borrowed)
+	int         port;               // GATEWAY_PORT, 0 = any free port
+	const char *port_file;          // GATEWAY_PORT_FILE, NULL = none
+	const char *auth_url;           // AUTH_SERVICE_URL
+	const char *threads_url;        // THREAD_SERVICE_URL
+	int         auth_timeout_ms;    // GATEWAY_AUTH_TIMEOUT_MS
+	int         threads_timeout_ms; // GATEWAY_THREADS_TIMEOUT_MS
+	size_t      max_body;           // GATEWAY_MAX_BODY
+	int         threads;            // GATEWAY_THREADS (MHD pool size)
+	int         max_connections;    // GATEWAY_MAX_CONNECTIONS
+	int         per_ip_connections; // GATEWAY_PER_IP_CONNECTIONS
+	int         idle_timeout_s;     // GATEWAY_IDLE_TIMEOUT_S
+} gw_config;
+
+// ---------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------
+
+/**
+ * gw_response is what a request is answered with. body is a new malloc'd
+ * JSON text (NULL = empty body); headers hold extra name/value pairs (the
+ * common ones - x-request-id, CORS, Content-Type - are added by http.c).
+ */
+typedef struct gw_response {
+	unsigned status;
+	char    *body;
+	size_t   body_len;
+	int      nheaders;
+	char     hname[GW_RESP_HEADERS_MAX][GW_HEADER_NAME_MAX];
+	char     hvalue[GW_RESP_HEADERS_MAX][GW_HEADER_VALUE_MAX];
+} gw_response;
+
+/** gw_response_fini() frees the body and clears r. NULL allowed. */
+void gw_response_fini(gw_response *r);
+
+/**
+ * gw_response_json() sets status and body to the compact dump of v
+ * (borrowed; not stolen). Replaces any previous body.
+ */
+void gw_response_json(gw_response *r, unsigned status, const json_t *v);
+
+/**
+ * gw_response_header() appends one extra header. Values longer than
+ * GW_HEADER_VALUE_MAX - 1 are cut; headers beyond GW_RESP_HEADERS_MAX are
+ * dropped (a programming error; logged).
+ */
+void gw_response_header(gw_response *r, const char *name, const char *value);
+
+// ---------------------------------------------------------------------
+// errors.c: the one cm_err -> HTTP mapping
+// ---------------------------------------------------------------------
+
+/**
+ * gw_http_status_for() is THE mapping of cm_err to an HTTP status:
+ * EINVAL 422, ENOENT 404, EEXIST 409, ECONFLICT 409, EPERM 403, EAUTH 401,
+ * EUNAVAIL 503, ETIMEDOUT 503 (a deadline that passed upstream means
+ * "retry later": never a success, never a 401),
+ * ETOOBIG 413, ENOTSUP 501, EINTERNAL 500; CM_OK and unknown values give
+ * 500 (an error path must never produce a success). Thread-safe.
+ */
+unsigned gw_http_status_for(cm_err err);
+
+/**
+ * gw_error_response() fills r with the error: the status from
+ * gw_http_status_for(), body {"detail": detail} (a default text for the
+ * status when detail is NULL or empty), and the status's headers:
+ * 401 -> WWW-Authenticate: Bearer realm="threadgate" (plus
+ * error="invalid_token" when token_presented), 503 -> Retry-After: 1.
+ * Whatever r held before (body, headers) is replaced. Thread-safe (on
+ * distinct r).
+ */
+void gw_error_response(gw_response *r, cm_err err, const char *detail,
+    int token_presented);
+
+/**
+ * gw_status_response() fills r with an HTTP-level error that has no
+ * cm_err (405 Method Not Allowed, 414 URI Too Long): status and body
+ * {"detail": detail} (a default text when detail is NULL or empty).
+ * Whatever r held before is replaced. Thread-safe (on distinct r).
+ */
+void gw_status_response(gw_response *r, unsigned status, const char *detail);
+
+// ---------------------------------------------------------------------
+// authz.c: the one authorization decision
+// ---------------------------------------------------------------------
+
+/** What a request does to a thread (the LangGraph auth "action"). */
+typedef enum gw_action {
+	GW_ACT_NONE = 0, // unauthenticated meta routes (/ok, /info)
+	GW_ACT_CREATE,   // threads:create (create, copy)
+	GW_ACT_READ,     // threads:read (get, state, history)
+	GW_ACT_UPDATE,   // threads:update (patch, update_state, patch_state)
+	GW_ACT_DELETE,   // threads:delete (delete, prune)
+	GW_ACT_SEARCH,   // threads:search (search, count)
+} gw_action;
+
+/** gw_identity is the caller as told by the auth-service (borrowed). */
+typedef struct gw_identity {
+	const char        *id;    // never empty for an authenticated caller
+	const char        *email; // "" when unknown
+	const char *const *perms; // permissions/scopes
+	size_t             nperms;
+} gw_identity;
+
+/**
+ * gw_authorize() decides whether who may perform act on the thread
+ * thread_id (NULL for collection actions: create without id, search,
+ * count, prune). Today every authenticated identity may do everything to
+ * its own threads (isolation is the thread-service's owner filter); a
+ * later policy (read-only users, scopes) changes only this function.
+ * Returns CM_OK, CM_EAUTH when who is NULL or has an empty id (fail
+ * closed), or CM_EPERM when the policy refuses. Thread-safe.
+ */
+cm_err gw_authorize(
+    const gw_identity *who, gw_action act, const char *thread_id);
+
+/** gw_action_name() is "threads:read" etc. (static string). */
+const char *gw_action_name(gw_action act);
+
+// ---------------------------------------------------------------------
+// routes.c: the route table
+// ---------------------------------------------------------------------
+
+typedef enum gw_route_id {
+	GW_R_OK = 0,
+	GW_R_INFO,
+	GW_R_THREAD_CREATE,
+	GW_R_THREAD_GET,
+	GW_R_THREAD_PATCH,
+	GW_R_THREAD_DELETE,
+	GW_R_THREAD_SEARCH,
+	GW_R_THREAD_COUNT,
+	GW_R_THREAD_COPY,
+	GW_R_THREAD_PRUNE,
+	GW_R_STATE_GET,
+	GW_R_STATE_GET_AT,
+	GW_R_STATE_CHECKPOINT,
+	GW_R_STATE_UPDATE,
+	GW_R_STATE_PATCH,
+	GW_R_HISTORY_POST,
+	GW_R_HISTORY_GET,
+	GW_R_COUNT_
+} gw_route_id;
+
+/** One row of the route table. */
+typedef struct gw_route {
+	gw_route_id id;
+	const char *method;  // "GET", "POST", "PATCH", "DELETE"
+	const char *pattern; // "/threads/{id}/state/{cid}"
+	gw_action   action;  // GW_ACT_NONE: no authentication
+	const char *rpc;     // thread-service method, NULL for meta routes
+	const ProtobufCMessageDescriptor *reply_desc; // of rpc's output
+} gw_route;
+
+typedef enum gw_match_result {
+	GW_MATCH_OK = 0,     // route found; params decoded and checked
+	GW_MATCH_NOT_FOUND,  // no such path (404)
+	GW_MATCH_BAD_METHOD, // known path, other method (405 + Allow)
+	GW_MATCH_BAD_PARAM,  // a path id is not a UUID (422, detail set)
+} gw_match_result;
+
+/** gw_match is the router's answer (all strings inside it). */
+typedef struct gw_match {
+	const gw_route *route;                      // set on GW_MATCH_OK
+	char            thread_id[CM_UUID_LEN + 1]; // canonical, "" when none
+	char checkpoint_id[CM_UUID_LEN + 1];        // canonical, "" when none
+	char allow[GW_HEADER_VALUE_MAX]; // set on GW_MATCH_BAD_METHOD
+	char detail[GW_DETAIL_MAX];      // set on GW_MATCH_BAD_PARAM
+} gw_match;
+
+/**
+ * gw_route_match() looks method + path up in the route table. path is the
+ * raw (still percent-encoded) path without the query string; each segment
+ * is percent-decoded after splitting, so "%2F" never creates a segment.
+ * The route with the most literal segments wins ("/threads/search" over
+ * "/threads/{id}"). A {id} that is not a UUID gives GW_MATCH_BAD_PARAM
+ * with detail "Invalid thread ID: must be a UUID"; a {cid} likewise
+ * "Invalid checkpoint ID: must be a UUID". Never fails otherwise; m is
+ * always written. Thread-safe.
+ */
+gw_match_result gw_route_match(
+    const char *method, const char *path, gw_match *m);
+
+/**
+ * gw_route_table() returns the table and its length in *n (static).
+ */
+const gw_route *gw_route_table(size_t *n);
+
+/**
+ * gw_pct_decode() percent-decodes len bytes of in into out (outsz bytes
+ * with the NUL). '+' is kept as is (paths are not form data). Returns the
+ * decoded length, or -1 for a malformed escape, an encoded NUL, or output
+ * that does not fit. Thread-safe.
+ */
+long gw_pct_decode(const char *in, size_t len, char *out, size_t outsz);
+
+/**
+ * gw_request_id_pick() writes the request id to use into out: the client's
+ * x-request-id (client may be NULL) when it is 1..CM_RID_MAX chars of
+ * [A-Za-z0-9._-], else a new cm_request_id(). Thread-safe.
+ */
+void gw_request_id_pick(const char *client, char out[CM_RID_MAX + 1]);
+
+// ---------------------------------------------------------------------
+// Requests: parsed input of one route (route_threads.c, route_state.c)
+// ---------------------------------------------------------------------
+
+/** Thread fields selectable in search's "select" (bit per field). */
+typedef enum gw_field {
+	GW_F_THREAD_ID  = 1u << 0,
+	GW_F_CREATED_AT = 1u << 1,
+	GW_F_UPDATED_AT = 1u << 2,
+	GW_F_METADATA   = 1u << 3,
+	GW_F_CONFIG     = 1u << 4,
+	GW_F_CONTEXT    = 1u << 5,
+	GW_F_STATUS     = 1u << 6,
+	GW_F_VALUES     = 1u << 7,
+	GW_F_INTERRUPTS = 1u << 8,
+	GW_F_ERROR      = 1u << 9,
+	GW_F_TTL        = 1u << 10,
+} gw_field;
+
+// All Thread fields (no select given).
+#define GW_F_ALL 0x7ffu
+
+/**
+ * gw_request is one route's parsed input: the proto request (one member
+ * of the union, chosen by the route) plus everything the strings inside it
+ * point to. Everything is owned by the gw_request and freed by
+ * gw_request_fini(). owner_slot points at the request's owner field; the
+ * upstream step stores the authenticated identity there.
+ */
+typedef struct gw_request {
+	const gw_route *route;
+	union {
+		Threadgate__Threads__V1__CreateThreadRequest  create;
+		Threadgate__Threads__V1__ThreadRef            ref;
+		Threadgate__Threads__V1__UpdateThreadRequest  update;
+		Threadgate__Threads__V1__SearchThreadsRequest search;
+		Threadgate__Threads__V1__CountThreadsRequest  count;
+		Threadgate__Threads__V1__PruneThreadsRequest  prune;
+		Threadgate__Threads__V1__GetStateRequest      state;
+		Threadgate__Threads__V1__UpdateStateRequest   update_state;
+		Threadgate__Threads__V1__PatchStateRequest    patch_state;
+		Threadgate__Threads__V1__GetHistoryRequest    history;
+	} u;
+	char   **owner_slot;
+	char    *strs[GW_REQ_STRS_MAX]; // owned strings the proto points at
+	int      nstrs;
+	char   **ids;            // owned id array (search ids / prune ids)
+	char    *id_buf;         // owned storage of the ids
+	unsigned select;         // GW_F_* mask for search; GW_F_ALL otherwise
+	int      prefer_minimal; // PATCH with Prefer: return=minimal
+	char     thread_id[CM_UUID_LEN + 1];
+	char     checkpoint_id[CM_UUID_LEN + 1];
+} gw_request;
+
+/**
+ * gw_query_fn returns the value of query parameter name (decoded, NUL-
+ * terminated, borrowed) or NULL. http.c passes one reading MHD's GET
+ * arguments; tests pass their own.
+ */
+typedef const char *(*gw_query_fn)(void *arg, const char *name);
+
+/**
+ * gw_request_build() parses the body (len bytes, need not be NUL-
+ * terminated; len 0 means {}) and query of a matched route m into req.
+ * Routes that take no body (GET, DELETE, copy) ignore it, as the
+ * reference servers do. Returns CM_OK, or CM_EINVAL with detail
+ * (detail_len bytes) naming the
+ * field: "Invalid JSON in request body", "Request body must be a JSON
+ * object", "metadata must be an object", "limit must be an integer
+ * between 1 and 1000", ... req must be zeroed by the caller; on error it
+ * may hold partial allocations, so always call gw_request_fini().
+ * Thread-safe (touches only req).
+ */
+cm_err gw_request_build(const gw_match *m, const char *body, size_t len,
+    size_t max_len, gw_query_fn query, void *query_arg, gw_request *req,
+    char *detail, size_t detail_len);
+
+/**
+ * Field readers for request bodies (route_*.c). Each reads key of the
+ * object body; absent or null means "not given". On a wrong type they
+ * return CM_EINVAL and write a detail naming the field.
+ * - gw_body_object(): an object -> its JSON text (kept by req), "" when
+ *   not given or {}.
+ * - gw_body_string(): a string of at most max bytes without NULs ->
+ *   borrowed from body (valid while body lives), NULL when not given.
+ * - gw_body_int(): an integer in [min, max], def when not given.
+ * - gw_body_uuid(): a UUID string -> canonical form (kept by req), ""
+ *   when not given.
+ */
+cm_err gw_body_object(const char *key, const json_t *body,
+    const char **out_text, gw_request *req, char *detail, size_t detail_len);
+cm_err gw_body_string(const char *key, const json_t *body, size_t max,
+    const char **out, char *detail, size_t detail_len);
+cm_err gw_body_int(const char *key, const json_t *body, int64_t min,
+    int64_t max, int64_t def, int64_t *out, char *detail, size_t detail_len);
+cm_err gw_body_uuid(const char *key, const json_t *body, const char **out,
+    gw_request *req, char *detail, size_t detail_len);
+
+/**
+ * gw_req_keep() makes req own s (a new malloc'd string; stolen) and
+ * returns it. At most GW_REQ_STRS_MAX strings per request (a programming
+ * limit, checked with CM_ASSERT).
+ */
+char *gw_req_keep(gw_request *req, char *s);
+
+/**
+ * gw_json_field() parses JSON text from the thread-service into a new
+ * reference in *out; "" gives def (stolen either way). CM_EINTERNAL when
+ * the text does not parse.
+ */
+cm_err gw_json_field(const char *text, json_t *def, json_t **out);
+
+/**
+ * gw_state_build() fills req for the state and history routes from the
+ * body object b (borrowed) and the query. Same contract as
+ * gw_request_build(). (route_state.c)
+ */
+cm_err gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *detail, size_t detail_len);
+
+/**
+ * gw_state_render() turns a state/history reply into a new JSON value in
+ * *out. CM_EINTERNAL for unparsable JSON text. (route_state.c)
+ */
+cm_err gw_state_render(
+    const gw_request *req, const ProtobufCMessage *reply, json_t **out);
+
+/** gw_request_fini() frees everything req owns. NULL allowed. */
+void gw_request_fini(gw_request *req);
+
+/**
+ * gw_request_message() returns the proto request of req to send (borrowed
+ * from req), or NULL for routes with no rpc.
+ */
+const ProtobufCMessage *gw_request_message(gw_request *req);
+
+/**
+ * gw_reply_render() turns the thread-service's reply (borrowed) to req
+ * into r: status and body (and pagination headers for search). Returns
+ * CM_OK, or CM_EINTERNAL when the reply holds JSON text that does not
+ * parse (r untouched). Thread-safe.
+ */
+cm_err gw_reply_render(
+    const gw_request *req, const ProtobufCMessage *reply, gw_response *r);
+
+/**
+ * gw_thread_json() returns a new JSON object for t with only the fields
+ * in mask (GW_F_*): thread_id, created_at/updated_at (ISO-8601 with
+ * offset), metadata, status, config, values (omitted when the service sent
+ * ""), interrupts, ttl ({"ttl", "strategy"}, only when set), context ({}),
+ * error (null). CM_EINTERNAL when a JSON field does not parse; *out is
+ * written only on success.
+ */
+cm_err gw_thread_json(
+    const Threadgate__Threads__V1__Thread *t, unsigned mask, json_t **out);
+
+/**
+ * gw_select_parse() turns a JSON "select" array into a GW_F_* mask.
+ * CM_EINVAL (detail set) for a non-array, a non-string entry, an unknown
+ * field name or more than GW_SELECT_MAX entries.
+ */
+cm_err gw_select_parse(
+    const json_t *sel, unsigned *mask, char *detail, size_t detail_len);
+
+/**
+ * gw_state_json() returns a new ThreadState JSON object for a StateReply
+ * (the empty state when has_checkpoint is false). thread_id is the path
+ * id (used for the empty state). CM_EINTERNAL on unparsable JSON fields.
+ */
+cm_err gw_state_json(const Threadgate__Threads__V1__StateReply *s,
+    const char *thread_id, json_t **out);
+
+/**
+ * gw_checkpoint_state_json() returns a new ThreadState JSON object for one
+ * stored checkpoint (a history entry). CM_EINTERNAL on unparsable JSON.
+ */
+cm_err gw_checkpoint_state_json(
+    const Threadgate__Threads__V1__Checkpoint *c, json_t **out);
+
+/**
+ * gw_checkpoint_ref_json() returns a new {thread_id, checkpoint_ns,
+ * checkpoint_id, checkpoint_map: null} object.
+ */
+json_t *gw_checkpoint_ref_json(
+    const char *thread_id, const char *ns, const char *checkpoint_id);
+
+/**
+ * gw_meta_response() answers the unauthenticated meta routes: GW_R_OK ->
+ * {"ok":true}, GW_R_INFO -> {"version", "flags"}. Thread-safe.
+ */
+void gw_meta_response(gw_route_id id, gw_response *r);
+
+// ---------------------------------------------------------------------
+// http.c + upstream.c: the server
+// ---------------------------------------------------------------------
+
+typedef struct gw_server gw_server;
+
+/**
+ * gw_server_start() opens the upstream rpc clients, binds cfg->host:port
+ * and starts the MHD thread pool. Writes the bound port to cfg->port_file
+ * (temp file + rename) when set. Returns CM_OK and *out; CM_EINVAL for a
+ * bad config or rpc URL; CM_EUNAVAIL when the address cannot be bound
+ * (logged with the port and the variable to change). cfg strings are
+ * borrowed and must outlive the server. Call from the main thread.
+ */
+cm_err gw_server_start(const gw_config *cfg, gw_server **out);
+
+/** gw_server_port() is the bound TCP port. */
+int gw_server_port(const gw_server *s);
+
+/**
+ * gw_server_stop() stops accepting, lets requests in flight finish (up to
+ * GW_SHUTDOWN_GRACE_MS), closes the upstream clients (completing any
+ * remaining call with 503), resumes every suspended connection, stops MHD
+ * and frees s. NULL allowed. Call from the thread that started it.
+ */
+void gw_server_stop(gw_server *s);
+
+/** Where a request is in its life (gw_job.state). */
+typedef enum gw_job_state {
+	GW_JOB_BODY = 0, // collecting (or discarding) the request body
+	GW_JOB_WAIT,     // suspended; the upstream chain is in flight
+	GW_JOB_READY,    // resp is final; queue it on the next handler call
+	GW_JOB_SENT,     // response queued
+} gw_job_state;
+
+/**
+ * gw_server is the running gateway. Read-only after start except the
+ * atomic counters.
+ */
+struct gw_server {
+	gw_config          cfg;
+	struct MHD_Daemon *daemon;
+	cm_rpc_client     *auth;
+	cm_rpc_client     *threads;
+	int                port;
+	int                lsock;     // our listen socket, -1 after quiesce
+	atomic_int         active;    // requests between first call and done
+	atomic_int         suspended; // connections suspended right now
+	atomic_int         stopping;  // set by gw_server_stop: no new chains
+};
+
+/**
+ * gw_job is one HTTP request: created on MHD's first handler call, freed
+ * by the request-completed callback. Between MHD_suspend_connection() and
+ * gw_job_done() only the upstream chain (nng threads) touches it; after
+ * that only MHD's thread does, so no lock is needed.
+ */
+typedef struct gw_job {
+	gw_server             *srv;
+	struct MHD_Connection *conn;
+	gw_job_state           state;
+	int64_t                t0_us;
+	char                   rid[CM_RID_MAX + 1];
+	char                   method[8];
+	gw_match_result        mres;
+	gw_match               match;
+	int                    early;     // resp decided before the body
+	int                    over_cap;  // body exceeded max_body
+	size_t                 discarded; // body bytes read and dropped
+	int64_t                declared;  // Content-Length, -1 when none
+	char                  *body;      // new; body_len bytes (+NUL)
+	size_t                 body_len;
+	size_t                 body_cap;
+	int                    nauth;    // Authorization values seen
+	int                    auth_bad; // too many / too long
+	char                  *auth[GW_AUTH_HEADERS_MAX];
+	char                   origin[GW_ORIGIN_MAX];
+	char                   acrh[GW_ACRH_MAX];
+	int                    prefer_minimal;
+	gw_request             req;
+	cm_err                 verr; // input validation result
+	char                   vdetail[GW_DETAIL_MAX];
+	char                   identity[GW_IDENTITY_MAX];
+	gw_response            resp;
+} gw_job;
+
+/**
+ * gw_job_done() marks job's response final and resumes its connection.
+ * Called exactly once per suspended job, from the upstream chain (any
+ * thread); the job must not be touched by the caller afterwards.
+ */
+void gw_job_done(gw_job *job);
+
+/**
+ * gw_upstream_start() runs the chain for a suspended job: Authenticate,
+ * gw_authorize(), the route's rpc, render. Exactly once it stores the
+ * response in the job and calls gw_job_done(). Called on an MHD thread
+ * right after MHD_suspend_connection(); never blocks.
+ */
+void gw_upstream_start(gw_job *job);
+
+#endif // GW_GW_H

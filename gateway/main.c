@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+//
+// threadgate-gateway: the HTTP front door process.
+//
+// Reads its configuration (environment, then flags, which win), starts the
+// gateway (gw_server_start: upstream rpc clients, the libmicrohttpd pool),
+// then waits for SIGTERM/SIGINT and stops cleanly, letting requests in
+// flight finish. Exit codes: 0 clean stop, 1 other failure, 2 usage or
+// configuration error, 3 cannot bind/listen.
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "gateway/gw.h"
+
+#define EXIT_OTHER  1
+#define EXIT_USAGE  2
+#define EXIT_LISTEN 3
+
+#define DEFAULT_HOST               "127.0.0.1"
+#define DEFAULT_PORT               2024
+#define DEFAULT_AUTH_URL           "ipc:///tmp/threadgate-auth.sock"
+#define DEFAULT_THREADS_URL        "ipc:///tmp/threadgate-threads.sock"
+#define DEFAULT_AUTH_TIMEOUT_MS    3000
+#define DEFAULT_THREADS_TIMEOUT_MS 5000
+#define DEFAULT_MAX_CONNECTIONS    1024
+#define DEFAULT_PER_IP_CONNECTIONS 256
+#define DEFAULT_IDLE_TIMEOUT_S     30
+// Upper bounds of the numeric settings: beyond them a value is a typo.
+#define MAX_TIMEOUT_MS     600000
+#define MAX_THREADS        256
+#define MAX_CONNECTIONS    100000
+#define MAX_IDLE_TIMEOUT_S 3600
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: threadgate-gateway [options]\n"
+	    "\n"
+	    "The threadgate HTTP gateway: the LangGraph threads API, each\n"
+	    "user seeing only their own threads. Authenticates every request\n"
+	    "with the auth-service and stores threads in the thread-service.\n"
+	    "\n"
+	    "options (each overrides its environment variable):\n"
+	    "  --host HOST          GATEWAY_HOST        address to bind\n"
+	    "                       (default " DEFAULT_HOST ")\n"
+	    "  --port N             GATEWAY_PORT        TCP port, 0 = any "
+	    "free\n"
+	    "                       port (default %d)\n"
+	    "  --port-file PATH     GATEWAY_PORT_FILE   write the bound port\n"
+	    "                       here once listening (default: none)\n"
+	    "  --auth-url URL       AUTH_SERVICE_URL    auth-service address\n"
+	    "                       (default " DEFAULT_AUTH_URL ")\n"
+	    "  --threads-url URL    THREAD_SERVICE_URL  thread-service "
+	    "address\n"
+	    "                       (default " DEFAULT_THREADS_URL ")\n"
+	    "  --help               show this text\n"
+	    "  --version            show the version\n"
+	    "\n"
+	    "environment only:\n"
+	    "  GATEWAY_AUTH_TIMEOUT_MS     deadline of the auth call (%d)\n"
+	    "  GATEWAY_THREADS_TIMEOUT_MS  deadline of a thread-service call "
+	    "(%d)\n"
+	    "  GATEWAY_MAX_BODY            largest request body, bytes (%d,\n"
+	    "                              max %d)\n"
+	    "  GATEWAY_THREADS             HTTP worker threads (default: the\n"
+	    "                              number of CPUs)\n"
+	    "  GATEWAY_MAX_CONNECTIONS     open connections in all (%d)\n"
+	    "  GATEWAY_PER_IP_CONNECTIONS  open connections per client IP "
+	    "(%d)\n"
+	    "  GATEWAY_IDLE_TIMEOUT_S      close idle connections after (%d)\n"
+	    "  LOG_LEVEL                   debug|info|warn|error (info)\n"
+	    "\n"
+	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
+	    "2 usage or configuration error, 3 cannot bind/listen.\n",
+	    DEFAULT_PORT, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_THREADS_TIMEOUT_MS,
+	    GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
+	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S);
+}
+
+static int
+env_int(const char *name, int64_t def, int64_t min, int64_t max, int *out)
+{
+	int64_t v;
+
+	// cm_env_i64() logs which variable is wrong and why.
+	if (cm_env_i64(name, def, min, max, &v) != CM_OK) {
+		return (-1);
+	}
+	*out = (int) v;
+	return (0);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "host", required_argument, NULL, 'H' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "port-file", required_argument, NULL, 'f' },
+		{ "auth-url", required_argument, NULL, 'a' },
+		{ "threads-url", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	gw_config  cfg = { 0 };
+	gw_server *srv = NULL;
+	sigset_t   set;
+	long       ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int        max_body;
+	int        sig;
+	int        c;
+	int64_t    port;
+	cm_err     rv;
+
+	cm_log_init("gateway", cm_log_level_from_env());
+	cfg.host      = cm_env_str("GATEWAY_HOST", DEFAULT_HOST);
+	cfg.port_file = cm_env_str("GATEWAY_PORT_FILE", NULL);
+	cfg.auth_url  = cm_env_str("AUTH_SERVICE_URL", DEFAULT_AUTH_URL);
+	cfg.threads_url =
+	    cm_env_str("THREAD_SERVICE_URL", DEFAULT_THREADS_URL);
+	if (env_int("GATEWAY_PORT", DEFAULT_PORT, 0, 65535, &cfg.port) != 0 ||
+	    env_int("GATEWAY_AUTH_TIMEOUT_MS", DEFAULT_AUTH_TIMEOUT_MS, 1,
+	        MAX_TIMEOUT_MS, &cfg.auth_timeout_ms) != 0 ||
+	    env_int("GATEWAY_THREADS_TIMEOUT_MS", DEFAULT_THREADS_TIMEOUT_MS,
+	        1, MAX_TIMEOUT_MS, &cfg.threads_timeout_ms) != 0 ||
+	    env_int("GATEWAY_MAX_BODY", GW_DEFAULT_MAX_BODY, 1,
+	        GW_MAX_BODY_LIMIT, &max_body) != 0 ||
+	    env_int("GATEWAY_THREADS", ncpu > 0 ? ncpu : 2, 1, MAX_THREADS,
+	        &cfg.threads) != 0 ||
+	    env_int("GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1,
+	        MAX_CONNECTIONS, &cfg.max_connections) != 0 ||
+	    env_int("GATEWAY_PER_IP_CONNECTIONS", DEFAULT_PER_IP_CONNECTIONS,
+	        1, MAX_CONNECTIONS, &cfg.per_ip_connections) != 0 ||
+	    env_int("GATEWAY_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S, 1,
+	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0) {
+		return (EXIT_USAGE);
+	}
+	cfg.max_body = (size_t) max_body;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			cfg.host = optarg;
+			break;
+		case 'p':
+			if (cm_parse_i64(optarg, 0, 65535, &port) != CM_OK) {
+				fprintf(stderr,
+				    "threadgate-gateway: --port must "
+				    "be 0..65535\n");
+				return (EXIT_USAGE);
+			}
+			cfg.port = (int) port;
+			break;
+		case 'f':
+			cfg.port_file = optarg;
+			break;
+		case 'a':
+			cfg.auth_url = optarg;
+			break;
+		case 't':
+			cfg.threads_url = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return (0);
+		case 'V':
+			printf("threadgate-gateway %s\n", TG_VERSION);
+			return (0);
+		default:
+			usage(stderr);
+			return (EXIT_USAGE);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return (EXIT_USAGE);
+	}
+
+	// Every thread started from here on inherits this mask, so only
+	// sigwait() below sees SIGTERM/SIGINT.
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	rv = gw_server_start(&cfg, &srv);
+	if (rv != CM_OK) {
+		return (rv == CM_EINVAL     ? EXIT_USAGE
+		        : rv == CM_EUNAVAIL ? EXIT_LISTEN
+		                            : EXIT_OTHER);
+	}
+	if (sigwait(&set, &sig) != 0) {
+		sig = 0;
+	}
+	cm_info(NULL, "signal %d: stopping", sig);
+	gw_server_stop(srv);
+	cm_info(NULL, "stopped");
+	return (0);
+}
