@@ -166,6 +166,9 @@ serve_one(rpc_worker *w, nng_msg *msg)
 	req = threadgate__rpc__v1__request__unpack(
 	    NULL, nng_msg_len(msg), nng_msg_body(msg));
 	if (req == NULL) {
+		if (w->srv->cfg.on_reject != NULL) {
+			w->srv->cfg.on_reject(w->srv->cfg.arg, CM_EINVAL);
+		}
 		return (response_msg(CM_EINVAL, "undecodable request envelope",
 		    "", NULL, 0));
 	}
@@ -203,8 +206,14 @@ serve_one(rpc_worker *w, nng_msg *msg)
 	if (!co.called) {
 		cm_rpc_fail(&call, CM_EINTERNAL, "%s did not answer", m->name);
 	}
+	goto reply;
 
 out:
+	// Refused by this layer, before any handler ran.
+	if (w->srv->cfg.on_reject != NULL) {
+		w->srv->cfg.on_reject(w->srv->cfg.arg, call.status);
+	}
+reply:
 	if (call.status != CM_OK) {
 		cm_debug(rid, "rpc %.64s failed: %s (%s)", req->method,
 		    cm_strerror(call.status), call.detail);
@@ -605,12 +614,16 @@ cm_rpc_client_close(cm_rpc_client *c)
 	pthread_mutex_lock(&c->mu);
 	c->closing = 1;
 	pthread_mutex_unlock(&c->mu);
-	// Closing the socket fails every pending aio (NNG_ECLOSED), which
-	// completes each call in flight with CM_EUNAVAIL.
-	nng_close(c->sock);
+	// Stop every slot's aio before closing the socket (as the server
+	// does): nng_aio_stop() completes a call in flight with
+	// NNG_ECANCELED (reported as CM_EUNAVAIL) and makes any later
+	// operation on that aio fail, so no callback can start a receive on a
+	// closing socket (nng 1.5.2 crashes then). No new slot is made once
+	// closing is set.
 	for (size_t i = 0; i < c->nall; i++) {
 		nng_aio_stop(c->all[i]->aio);
 	}
+	nng_close(c->sock);
 	for (size_t i = 0; i < c->nall; i++) {
 		nng_aio_free(c->all[i]->aio);
 		free(c->all[i]);

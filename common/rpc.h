@@ -78,6 +78,12 @@ typedef struct cm_rpc_server_config {
 	// Optional: called with the worker state on that worker's thread
 	// when it stops.
 	void (*worker_fini)(void *arg, void *worker);
+	// Optional: called on the worker's thread each time the server
+	// itself refuses a request before any handler runs (undecodable
+	// envelope or payload: CM_EINVAL; unknown method: CM_ENOTSUP;
+	// deadline already passed: CM_ETIMEDOUT), e.g. to count them. Must
+	// not block.
+	void (*on_reject)(void *arg, cm_err err);
 	void *arg;
 } cm_rpc_server_config;
 
