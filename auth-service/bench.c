@@ -59,14 +59,14 @@ main(int argc, char **argv)
 		}
 		// First call fills the cache.
 		if (auth_authenticate(srv, &w, authz, 1, NULL, 0, 0, &r,
-		        detail, sizeof(detail)) != CM_OK) {
+		        detail, sizeof(detail), NULL) != CM_OK) {
 			fprintf(stderr, "first call failed: %s\n", detail);
 			return (1);
 		}
 		t0 = cm_now_us();
 		for (int64_t i = 0; i < iters; i++) {
 			if (auth_authenticate(srv, &w, authz, 1, NULL, 0, 0,
-			        &r, detail, sizeof(detail)) != CM_OK) {
+			        &r, detail, sizeof(detail), NULL) != CM_OK) {
 				fprintf(stderr, "call failed\n");
 				return (1);
 			}

@@ -7,8 +7,10 @@
 //   insert (success only) -> Identity.
 // Every path that is not a verified, non-empty identity answers an error:
 // the service fails closed. The generated protobuf-c service dispatches by
-// method name (common/rpc.c); each worker thread owns an auth_worker with
-// its own CURL handle.
+// method name (common/rpc.c). Header checks and cache hits are answered
+// inline on nng's callback threads; everything that may block (the IdP,
+// waiting for another caller's flight) runs on the rpc layer's blocking
+// threads, each owning an auth_worker with its own CURL handle.
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -151,7 +153,8 @@ verify(auth_server *srv, auth_worker *w, const char *token,
 cm_err
 auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
     size_t nauthz, const char *const *scopes, size_t nscopes,
-    int64_t deadline_ms, auth_result *out, char *detail, size_t detail_len)
+    int64_t deadline_ms, auth_result *out, char *detail, size_t detail_len,
+    int *would_block)
 {
 	unsigned char      key[AUTH_CACHE_KEY_LEN];
 	auth_result        res;
@@ -194,6 +197,20 @@ auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
 
 	auth_cache_key(srv->provider->cache_scope, token, token_len, scopes,
 	    nscopes, key);
+	if (would_block != NULL) {
+		// Non-blocking attempt: only a live cache entry answers here.
+		// A miss needs the IdP or another caller's flight, so it must
+		// run where blocking is allowed. The error fails closed should a
+		// caller ignore *would_block; it is not counted.
+		if (auth_cache_get(srv->cache, key, now_s, &res)) {
+			atomic_fetch_add(&auth_g_stats.cache_hits, 1);
+			rv = CM_OK;
+			goto out;
+		}
+		*would_block = 1;
+		set_detail(detail, detail_len, "needs a blocking thread");
+		return (CM_EUNAVAIL);
+	}
 	rv = auth_cache_begin(
 	    srv->cache, key, now_s, deadline_ms, &res, &how, &flight);
 	if (rv != CM_OK) {
@@ -277,10 +294,31 @@ auth_rpc_authenticate(Threadgate__Auth__V1__AuthService_Service *service,
 		closure(NULL, closure_data);
 		return;
 	}
-	rv = auth_authenticate(srv, call->worker,
-	    (const char *const *) in->authorization, in->n_authorization,
-	    (const char *const *) in->required_scopes, in->n_required_scopes,
-	    call->deadline_ms, &res, detail, sizeof(detail));
+	// Inline on an nng callback thread, only what cannot block: header
+	// checks and the cache. A miss is handed to a blocking thread, where
+	// this handler runs again with blocking_ok set.
+	{
+		int would_block = 0;
+
+		rv = auth_authenticate(srv, call->worker,
+		    (const char *const *) in->authorization,
+		    in->n_authorization,
+		    (const char *const *) in->required_scopes,
+		    in->n_required_scopes, call->deadline_ms, &res, detail,
+		    sizeof(detail), call->blocking_ok ? NULL : &would_block);
+		if (would_block) {
+			if (cm_rpc_offload(call) == CM_OK) {
+				return;
+			}
+			detail[0] = '\0';
+			rv = auth_authenticate(srv, call->worker,
+			    (const char *const *) in->authorization,
+			    in->n_authorization,
+			    (const char *const *) in->required_scopes,
+			    in->n_required_scopes, call->deadline_ms, &res,
+			    detail, sizeof(detail), NULL);
+		}
+	}
 	if (rv != CM_OK) {
 		if (rv == CM_EAUTH || rv == CM_EPERM || rv == CM_EINVAL) {
 			cm_debug(call->request_id, "authenticate refused: %s",
@@ -432,6 +470,7 @@ auth_server_start(
 	rc.url         = cfg->listen_url;
 	rc.service     = &srv->service.base;
 	rc.nworkers    = cfg->workers;
+	rc.nblocking   = cfg->workers;
 	rc.worker_init = worker_init;
 	rc.worker_fini = worker_fini;
 	rc.on_reject   = on_reject;

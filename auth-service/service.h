@@ -101,13 +101,19 @@ void auth_server_stop(auth_server *srv);
  * Unix ms deadline (0 = the configured IdP timeout from now). On CM_OK
  * *out has a non-empty identity. Errors: CM_EAUTH, CM_EPERM (a required
  * scope is missing), CM_EUNAVAIL, CM_ETIMEDOUT, CM_EINVAL (too many or too
- * long required scopes). detail gets a client-safe reason. Thread: any
- * worker, with its own w.
+ * long required scopes). detail gets a client-safe reason.
+ *
+ * would_block: NULL means the call may block (IdP round trip, waiting for
+ * another caller's flight). Non-NULL asks for a non-blocking attempt: only
+ * header checks and a live cache entry are answered; anything else sets
+ * *would_block = 1 and returns CM_EUNAVAIL without counting, and the caller
+ * retries with NULL where blocking is allowed. Thread: any; a blocking
+ * call needs its own w.
  */
 cm_err auth_authenticate(auth_server *srv, auth_worker *w,
     const char *const *authz, size_t nauthz, const char *const *scopes,
     size_t nscopes, int64_t deadline_ms, auth_result *out, char *detail,
-    size_t detail_len);
+    size_t detail_len, int *would_block);
 
 /**
  * auth_server_new_local() builds a server without a socket, for tests and

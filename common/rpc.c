@@ -73,30 +73,45 @@ response_msg(cm_err status, const char *detail, const char *rid,
 // Server
 // ---------------------------------------------------------------------
 
-typedef struct rpc_worker {
+// One REP context: its aio runs the RECV -> (handle) -> SEND state machine
+// in nng callbacks. The request being handled lives here until the reply
+// is sent.
+typedef struct rpc_ctx rpc_ctx;
+struct rpc_ctx {
 	cm_rpc_server *srv;
-	pthread_t      thread;
 	nng_ctx        ctx;
 	nng_aio       *aio;
-	void          *state;
+	void          *state; // worker state from worker_init
 	int            index;
-} rpc_worker;
+	int            sending;
+	// The call in progress (valid between receive and reply).
+	rpc_request                     *req;
+	ProtobufCMessage                *input;
+	const ProtobufCMethodDescriptor *method;
+	cm_rpc_call                      call;
+	rpc_ctx                         *next; // offload queue link
+};
 
 struct cm_rpc_server {
 	cm_rpc_server_config cfg;
 	nng_socket           sock;
-	rpc_worker          *workers;
-	int                  nstarted;
-	// Start-up rendezvous: each worker reports its worker_init result.
+	rpc_ctx             *ctxs;
+	void               **blocking_state;
+	pthread_t           *threads;
+	int                  nthreads; // blocking threads started
+	atomic_int           stopping;
+	// Offload queue (FIFO) for the blocking threads.
 	pthread_mutex_t mu;
 	pthread_cond_t  cv;
-	int             ninit;
-	cm_err          init_err;
+	rpc_ctx        *qhead;
+	rpc_ctx        *qtail;
+	int             qstop;
 };
 
 // Output of one handler invocation, filled by the closure.
 typedef struct call_out {
 	int      called;
+	int      offloaded;
 	uint8_t *buf;
 	size_t   len;
 } call_out;
@@ -149,138 +164,239 @@ handler_closure(const ProtobufCMessage *out, void *closure_data)
 	protobuf_c_message_pack(out, co->buf);
 }
 
-// Handles one request message; returns the reply message (NULL only when
-// no message can be allocated).
-static nng_msg *
-serve_one(rpc_worker *w, nng_msg *msg)
+static void
+reject(cm_rpc_server *srv, cm_err err)
 {
-	ProtobufCService                      *svc = w->srv->cfg.service;
-	const ProtobufCMethodDescriptor       *m;
-	ProtobufCMessage                      *input = NULL;
-	rpc_request                           *req;
-	cm_rpc_call                            call;
-	call_out                               co = { 0 };
-	nng_msg                               *reply;
-	const char                            *rid = "";
-
-	req = threadgate__rpc__v1__request__unpack(
-	    NULL, nng_msg_len(msg), nng_msg_body(msg));
-	if (req == NULL) {
-		if (w->srv->cfg.on_reject != NULL) {
-			w->srv->cfg.on_reject(w->srv->cfg.arg, CM_EINVAL);
-		}
-		return (response_msg(CM_EINVAL, "undecodable request envelope",
-		    "", NULL, 0));
+	if (srv->cfg.on_reject != NULL) {
+		srv->cfg.on_reject(srv->cfg.arg, err);
 	}
-	if (strlen(req->request_id) <= CM_RID_MAX) {
-		rid = req->request_id;
-	}
-	memset(&call, 0, sizeof(call));
-	call.request_id   = rid;
-	call.deadline_ms  = req->deadline_unix_ms;
-	call.worker       = w->state;
-	call.worker_index = w->index;
-	call.status       = CM_OK;
-	call.priv         = &co;
-
-	if (strlen(req->method) > CM_RPC_METHOD_MAX ||
-	    (m = protobuf_c_service_descriptor_get_method_by_name(
-	         svc->descriptor, req->method)) == NULL) {
-		cm_rpc_fail(&call, CM_ENOTSUP, "unknown method \"%.64s\"",
-		    req->method);
-		goto out;
-	}
-	if (req->deadline_unix_ms != 0 && cm_now_ms() >= req->deadline_unix_ms) {
-		cm_rpc_fail(&call, CM_ETIMEDOUT, "deadline passed before %s ran",
-		    m->name);
-		goto out;
-	}
-	input = protobuf_c_message_unpack(
-	    m->input, NULL, req->payload.len, req->payload.data);
-	if (input == NULL) {
-		cm_rpc_fail(&call, CM_EINVAL, "undecodable %s payload", m->name);
-		goto out;
-	}
-	svc->invoke(svc, (unsigned) (m - svc->descriptor->methods), input,
-	    handler_closure, &call);
-	if (!co.called) {
-		cm_rpc_fail(&call, CM_EINTERNAL, "%s did not answer", m->name);
-	}
-	goto reply;
-
-out:
-	// Refused by this layer, before any handler ran.
-	if (w->srv->cfg.on_reject != NULL) {
-		w->srv->cfg.on_reject(w->srv->cfg.arg, call.status);
-	}
-reply:
-	if (call.status != CM_OK) {
-		cm_debug(rid, "rpc %.64s failed: %s (%s)", req->method,
-		    cm_strerror(call.status), call.detail);
-	}
-	reply = response_msg(call.status, call.detail, rid, co.buf, co.len);
-	free(co.buf);
-	protobuf_c_message_free_unpacked(input, NULL);
-	threadgate__rpc__v1__request__free_unpacked(req, NULL);
-	return (reply);
 }
 
-static void *
-worker_main(void *arg)
+// Frees the call in progress and sends reply (or, when it cannot be
+// allocated, goes back to receiving: the client's deadline fires).
+static void
+ctx_reply(rpc_ctx *c, nng_msg *reply)
 {
-	rpc_worker    *w   = arg;
-	cm_rpc_server *srv = w->srv;
+	protobuf_c_message_free_unpacked(c->input, NULL);
+	threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
+	c->input  = NULL;
+	c->req    = NULL;
+	c->method = NULL;
+	if (atomic_load(&c->srv->stopping)) {
+		nng_msg_free(reply);
+		return;
+	}
+	if (reply == NULL) {
+		c->sending = 0;
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	c->sending = 1;
+	nng_aio_set_msg(c->aio, reply);
+	nng_ctx_send(c->ctx, c->aio);
+}
+
+static cm_err enqueue(rpc_ctx *c);
+
+// Invokes the handler for the call in c with the given worker state and
+// answers, unless the handler offloaded the call.
+static void
+ctx_invoke(rpc_ctx *c, void *state, int index, int blocking_ok)
+{
+	ProtobufCService *svc = c->srv->cfg.service;
+	call_out          co  = { 0 };
+
+	c->call.worker       = state;
+	c->call.worker_index = index;
+	c->call.blocking_ok  = blocking_ok;
+	c->call.priv         = &co;
+	svc->invoke(svc, (unsigned) (c->method - svc->descriptor->methods),
+	    c->input, handler_closure, &c->call);
+	if (co.offloaded && !co.called) {
+		if (enqueue(c) == CM_OK) {
+			return; // a blocking thread answers
+		}
+		cm_rpc_fail(&c->call, CM_EUNAVAIL, "server stopping");
+		co.called = 1;
+	}
+	if (!co.called) {
+		cm_rpc_fail(&c->call, CM_EINTERNAL, "%s did not answer",
+		    c->method->name);
+	}
+	if (c->call.status != CM_OK) {
+		cm_debug(c->call.request_id, "rpc %s failed: %s (%s)",
+		    c->method->name, cm_strerror(c->call.status),
+		    c->call.detail);
+	}
+	ctx_reply(c, response_msg(c->call.status, c->call.detail,
+	                 c->call.request_id, co.buf, co.len));
+	free(co.buf);
+}
+
+// A request arrived on c: decode, check, dispatch.
+static void
+ctx_request(rpc_ctx *c, nng_msg *msg)
+{
+	cm_rpc_server *srv = c->srv;
+	const char    *rid = "";
 	cm_err         err = CM_OK;
+	char           detail[CM_RPC_DETAIL_MAX];
 
-	if (srv->cfg.worker_init != NULL) {
-		w->state = srv->cfg.worker_init(srv->cfg.arg, w->index, &err);
+	c->req = threadgate__rpc__v1__request__unpack(
+	    NULL, nng_msg_len(msg), nng_msg_body(msg));
+	nng_msg_free(msg);
+	if (c->req == NULL) {
+		reject(srv, CM_EINVAL);
+		ctx_reply(c, response_msg(CM_EINVAL,
+		                 "undecodable request envelope", "", NULL, 0));
+		return;
 	}
+	if (strlen(c->req->request_id) <= CM_RID_MAX) {
+		rid = c->req->request_id;
+	}
+	if (strlen(c->req->method) > CM_RPC_METHOD_MAX ||
+	    (c->method = protobuf_c_service_descriptor_get_method_by_name(
+	         srv->cfg.service->descriptor, c->req->method)) == NULL) {
+		err = CM_ENOTSUP;
+		snprintf(detail, sizeof(detail), "unknown method \"%.64s\"",
+		    c->req->method);
+	} else if (c->req->deadline_unix_ms != 0 &&
+	    cm_now_ms() >= c->req->deadline_unix_ms) {
+		err = CM_ETIMEDOUT;
+		snprintf(detail, sizeof(detail), "deadline passed before %s ran",
+		    c->method->name);
+	} else if ((c->input = protobuf_c_message_unpack(c->method->input,
+	                NULL, c->req->payload.len, c->req->payload.data)) ==
+	    NULL) {
+		err = CM_EINVAL;
+		snprintf(detail, sizeof(detail), "undecodable %s payload",
+		    c->method->name);
+	}
+	if (err != CM_OK) {
+		reject(srv, err);
+		ctx_reply(c, response_msg(err, detail, rid, NULL, 0));
+		return;
+	}
+	memset(&c->call, 0, sizeof(c->call));
+	c->call.request_id  = rid;
+	c->call.deadline_ms = c->req->deadline_unix_ms;
+	c->call.status      = CM_OK;
+	ctx_invoke(c, c->state, c->index, 0);
+}
+
+static void
+ctx_cb(void *arg)
+{
+	rpc_ctx *c  = arg;
+	int      rv = nng_aio_result(c->aio);
+
+	if (c->sending) {
+		c->sending = 0;
+		if (rv != 0) {
+			nng_msg_free(nng_aio_get_msg(c->aio));
+		}
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED ||
+		    atomic_load(&c->srv->stopping)) {
+			return;
+		}
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED ||
+	    atomic_load(&c->srv->stopping)) {
+		if (rv == 0) {
+			nng_msg_free(nng_aio_get_msg(c->aio));
+		}
+		return;
+	}
+	if (rv != 0) {
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	ctx_request(c, nng_aio_get_msg(c->aio));
+}
+
+cm_err
+cm_rpc_offload(cm_rpc_call *call)
+{
+	rpc_ctx  *c  = (rpc_ctx *) ((char *) call - offsetof(rpc_ctx, call));
+	call_out *co = call->priv;
+
+	// Only marks the call: ctx_invoke() queues it once the handler has
+	// returned, so a blocking thread never touches a call whose inline
+	// handler is still on the stack.
+	if (call->blocking_ok || c->srv->nthreads == 0 ||
+	    atomic_load(&c->srv->stopping)) {
+		return (CM_EUNAVAIL);
+	}
+	co->offloaded = 1;
+	return (CM_OK);
+}
+
+// Queues c for a blocking thread; CM_EUNAVAIL when the server is stopping.
+static cm_err
+enqueue(rpc_ctx *c)
+{
+	cm_rpc_server *srv = c->srv;
+
 	pthread_mutex_lock(&srv->mu);
-	srv->ninit++;
-	if (err != CM_OK && srv->init_err == CM_OK) {
-		srv->init_err = err;
+	if (srv->qstop) {
+		pthread_mutex_unlock(&srv->mu);
+		return (CM_EUNAVAIL);
 	}
-	pthread_cond_broadcast(&srv->cv);
-	// Serve only once every worker initialised; on a failed start the
-	// socket gets closed and the receive below fails at once.
-	while (srv->ninit < srv->nstarted) {
-		pthread_cond_wait(&srv->cv, &srv->mu);
+	c->next = NULL;
+	if (srv->qtail != NULL) {
+		srv->qtail->next = c;
+	} else {
+		srv->qhead = c;
 	}
+	srv->qtail = c;
+	pthread_cond_signal(&srv->cv);
 	pthread_mutex_unlock(&srv->mu);
+	return (CM_OK);
+}
 
-	while (err == CM_OK) {
-		nng_msg *msg;
-		nng_msg *reply;
-		int      rv;
+typedef struct blocking_arg {
+	cm_rpc_server *srv;
+	int            index; // 0..nblocking-1
+} blocking_arg;
 
-		nng_ctx_recv(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		rv = nng_aio_result(w->aio);
-		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+static void *
+blocking_main(void *arg)
+{
+	blocking_arg   ba  = *(blocking_arg *) arg;
+	cm_rpc_server *srv = ba.srv;
+
+	free(arg);
+	for (;;) {
+		rpc_ctx *c;
+
+		pthread_mutex_lock(&srv->mu);
+		while (srv->qhead == NULL && !srv->qstop) {
+			pthread_cond_wait(&srv->cv, &srv->mu);
+		}
+		if (srv->qstop) {
+			pthread_mutex_unlock(&srv->mu);
 			break;
 		}
-		if (rv != 0) {
+		c          = srv->qhead;
+		srv->qhead = c->next;
+		if (srv->qhead == NULL) {
+			srv->qtail = NULL;
+		}
+		pthread_mutex_unlock(&srv->mu);
+
+		if (c->call.deadline_ms != 0 &&
+		    cm_now_ms() >= c->call.deadline_ms) {
+			ctx_reply(c, response_msg(CM_ETIMEDOUT,
+			                 "deadline passed while queued",
+			                 c->call.request_id, NULL, 0));
 			continue;
 		}
-		msg   = nng_aio_get_msg(w->aio);
-		reply = serve_one(w, msg);
-		nng_msg_free(msg);
-		if (reply == NULL) {
-			continue; // out of memory: the client's deadline fires
-		}
-		nng_aio_set_msg(w->aio, reply);
-		nng_ctx_send(w->ctx, w->aio);
-		nng_aio_wait(w->aio);
-		rv = nng_aio_result(w->aio);
-		if (rv != 0) {
-			nng_msg_free(nng_aio_get_msg(w->aio));
-			if (rv == NNG_ECLOSED) {
-				break;
-			}
-		}
-	}
-	if (srv->cfg.worker_fini != NULL) {
-		srv->cfg.worker_fini(srv->cfg.arg, w->state);
+		c->call.status    = CM_OK;
+		c->call.detail[0] = '\0';
+		ctx_invoke(c, srv->blocking_state[ba.index],
+		    srv->cfg.nworkers + ba.index, 1);
 	}
 	return (NULL);
 }
@@ -288,30 +404,50 @@ worker_main(void *arg)
 static void
 server_free(cm_rpc_server *srv)
 {
-	// Stop each worker's aio first: nng_aio_stop() cancels what is
-	// pending and makes every later operation on that aio fail with
-	// NNG_ECANCELED, so each worker leaves its loop. Only after the
-	// workers are joined is the socket closed: closing it while a worker
-	// is inside nng_ctx_send() crashes nng 1.5.2 (seen as a panic in
-	// pthread_mutex_lock on SIGTERM). A reply being sent at that moment
-	// is lost; its caller's deadline fires.
-	for (int i = 0; i < srv->cfg.nworkers; i++) {
-		if (srv->workers[i].aio != NULL) {
-			nng_aio_stop(srv->workers[i].aio);
-		}
+	int nstates = srv->cfg.nworkers + srv->cfg.nblocking;
+
+	// Order matters with nng 1.5.2, which crashes when a socket closes
+	// under an operation in progress: stop receiving, let the blocking
+	// threads finish their call (they may still send its reply), stop
+	// every context's aio (waits for its callback), and only then close
+	// the socket.
+	atomic_store(&srv->stopping, 1);
+	pthread_mutex_lock(&srv->mu);
+	srv->qstop = 1;
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+	for (int i = 0; i < srv->nthreads; i++) {
+		pthread_join(srv->threads[i], NULL);
 	}
-	for (int i = 0; i < srv->nstarted; i++) {
-		pthread_join(srv->workers[i].thread, NULL);
+	for (int i = 0; i < srv->cfg.nworkers; i++) {
+		if (srv->ctxs[i].aio != NULL) {
+			nng_aio_stop(srv->ctxs[i].aio);
+		}
 	}
 	nng_close(srv->sock);
 	for (int i = 0; i < srv->cfg.nworkers; i++) {
-		if (srv->workers[i].aio != NULL) {
-			nng_aio_free(srv->workers[i].aio);
+		rpc_ctx *c = &srv->ctxs[i];
+
+		// Calls still queued for offload were never answered.
+		protobuf_c_message_free_unpacked(c->input, NULL);
+		threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
+		if (c->aio != NULL) {
+			nng_aio_free(c->aio);
+		}
+	}
+	for (int i = 0; i < nstates; i++) {
+		void *st = i < srv->cfg.nworkers
+		    ? srv->ctxs[i].state
+		    : srv->blocking_state[i - srv->cfg.nworkers];
+		if (st != NULL && srv->cfg.worker_fini != NULL) {
+			srv->cfg.worker_fini(srv->cfg.arg, st);
 		}
 	}
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->cv);
-	free(srv->workers);
+	free(srv->ctxs);
+	free(srv->blocking_state);
+	free(srv->threads);
 	free(srv);
 }
 
@@ -323,15 +459,39 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	int            rv;
 
 	if (cfg == NULL || cfg->url == NULL || cfg->service == NULL ||
-	    cfg->nworkers < 1 || cfg->nworkers > CM_RPC_MAX_WORKERS) {
+	    cfg->nworkers < 1 || cfg->nworkers > CM_RPC_MAX_WORKERS ||
+	    cfg->nblocking < 0 || cfg->nblocking > CM_RPC_MAX_WORKERS) {
 		return (CM_EINVAL);
 	}
-	srv          = cm_xcalloc(1, sizeof(*srv));
-	srv->cfg     = *cfg;
-	srv->workers = cm_xcalloc((size_t) cfg->nworkers, sizeof(rpc_worker));
+	srv       = cm_xcalloc(1, sizeof(*srv));
+	srv->cfg  = *cfg;
+	srv->ctxs = cm_xcalloc((size_t) cfg->nworkers, sizeof(rpc_ctx));
+	srv->blocking_state =
+	    cm_xcalloc((size_t) cfg->nblocking + 1, sizeof(void *));
+	srv->threads =
+	    cm_xcalloc((size_t) cfg->nblocking + 1, sizeof(pthread_t));
+	atomic_init(&srv->stopping, 0);
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_cond_init(&srv->cv, NULL);
 
+	// Worker states first: a failing worker_init aborts before anything
+	// listens.
+	for (int i = 0; i < cfg->nworkers + cfg->nblocking && err == CM_OK;
+	     i++) {
+		void *st = NULL;
+
+		if (cfg->worker_init != NULL) {
+			st = cfg->worker_init(cfg->arg, i, &err);
+		}
+		if (i < cfg->nworkers) {
+			srv->ctxs[i].state = st;
+		} else {
+			srv->blocking_state[i - cfg->nworkers] = st;
+		}
+	}
+	if (err != CM_OK) {
+		goto fail;
+	}
 	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
 		err = cm_err_from_nng(rv);
 		goto fail;
@@ -352,35 +512,31 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 		goto fail;
 	}
 	for (int i = 0; i < cfg->nworkers; i++) {
-		rpc_worker *w = &srv->workers[i];
+		rpc_ctx *c = &srv->ctxs[i];
 
-		w->srv   = srv;
-		w->index = i;
-		if ((rv = nng_ctx_open(&w->ctx, srv->sock)) != 0 ||
-		    (rv = nng_aio_alloc(&w->aio, NULL, NULL)) != 0) {
+		c->srv   = srv;
+		c->index = i;
+		if ((rv = nng_ctx_open(&c->ctx, srv->sock)) != 0 ||
+		    (rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0) {
 			err = cm_err_from_nng(rv);
 			goto fail;
 		}
 	}
-	pthread_mutex_lock(&srv->mu);
-	for (int i = 0; i < cfg->nworkers; i++) {
-		if (pthread_create(&srv->workers[i].thread, NULL, worker_main,
-		        &srv->workers[i]) != 0) {
+	for (int i = 0; i < cfg->nblocking; i++) {
+		blocking_arg *ba = cm_xmalloc(sizeof(*ba));
+
+		ba->srv   = srv;
+		ba->index = i;
+		if (pthread_create(&srv->threads[i], NULL, blocking_main, ba) !=
+		    0) {
+			free(ba);
 			err = CM_EINTERNAL;
-			break;
+			goto fail;
 		}
-		srv->nstarted++;
+		srv->nthreads++;
 	}
-	while (srv->ninit < srv->nstarted) {
-		pthread_cond_wait(&srv->cv, &srv->mu);
-	}
-	if (err == CM_OK) {
-		err = srv->init_err;
-	}
-	pthread_cond_broadcast(&srv->cv);
-	pthread_mutex_unlock(&srv->mu);
-	if (err != CM_OK) {
-		goto fail;
+	for (int i = 0; i < cfg->nworkers; i++) {
+		nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
 	}
 	*out = srv;
 	return (CM_OK);

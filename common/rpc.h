@@ -4,15 +4,21 @@
 // envelopes (proto/rpc.proto), dispatched through protobuf-c's generated
 // service descriptors.
 //
-// Server: one REP socket, N worker threads, each with its own nng_ctx and
-// its own per-worker state (a sqlite connection, a CURL handle). A worker
-// receives an envelope, looks the method up by name in the service
-// descriptor, unpacks the payload with the method's input descriptor and
-// calls the generated service's invoke(), which calls the handler. The
-// handler answers by calling its closure exactly once (with its output
-// message, or with NULL after cm_rpc_fail()). Malformed envelopes, unknown
-// methods, undecodable payloads and expired deadlines are answered with an
-// error Response by this module; handlers never see them.
+// Server: one REP socket and N nng contexts, each with its own worker
+// state (a sqlite connection, a CURL handle). When a context's receive
+// completes, its aio callback (on an nng thread) looks the method up by
+// name in the service descriptor, unpacks the payload with the method's
+// input descriptor and calls the generated service's invoke(), which calls
+// the handler - inline, with no thread handoff, so a fast handler costs one
+// nng round trip and nothing more. The handler answers by calling its
+// closure exactly once before returning (with its output message, or with
+// NULL after cm_rpc_fail()). A handler that may block (network, disk
+// writes) must not run on nng's few callback threads: it calls
+// cm_rpc_offload() and returns without answering; the same handler is then
+// invoked again on one of the server's blocking threads with
+// call->blocking_ok set. Malformed envelopes, unknown methods, undecodable
+// payloads and expired deadlines are answered with an error Response by
+// this module; handlers never see them.
 //
 // Client: one REQ socket dialled non-blocking (start order does not
 // matter), a pool of nng contexts, a deadline on every send and receive.
@@ -53,8 +59,12 @@ typedef struct cm_rpc_server cm_rpc_server;
 typedef struct cm_rpc_call {
 	const char *request_id;  // borrowed; "" when the client sent none
 	int64_t     deadline_ms; // Unix ms; 0 = none
-	void       *worker;      // the worker state from worker_init
+	void       *worker;      // the worker state from worker_init of the
+	                         // context (inline) or blocking thread
 	int         worker_index;
+	// 0 when the handler runs inline on an nng callback thread (it must
+	// not block: answer, or cm_rpc_offload()); 1 on a blocking thread.
+	int blocking_ok;
 	// Set by cm_rpc_fail(); read by the server after the closure ran.
 	cm_err status;
 	char   detail[CM_RPC_DETAIL_MAX];
@@ -69,14 +79,18 @@ typedef struct cm_rpc_server_config {
 	// The generated service, initialised with the handlers (e.g.
 	// THREADGATE__AUTH__V1__AUTH_SERVICE__INIT(auth_)). Required.
 	ProtobufCService *service;
-	// Worker threads, 1..CM_RPC_MAX_WORKERS.
+	// Contexts (requests handled at once), 1..CM_RPC_MAX_WORKERS.
 	int nworkers;
-	// Optional: called once per worker on the worker's thread before it
-	// serves; returns the worker state (NULL allowed) or sets *err to a
-	// non-OK value to abort start-up. arg is cfg.arg.
+	// Blocking threads for cm_rpc_offload(), 0..CM_RPC_MAX_WORKERS
+	// (0: handlers never block; cm_rpc_offload() then fails).
+	int nblocking;
+	// Optional: called at start, on the starting thread, once per context
+	// (index 0..nworkers-1) and once per blocking thread (index nworkers..
+	// nworkers+nblocking-1); returns that worker's state (NULL allowed) or
+	// sets *err to a non-OK value to abort start-up. The state is used by
+	// one thread at a time, not always the same thread. arg is cfg.arg.
 	void *(*worker_init)(void *arg, int index, cm_err *err);
-	// Optional: called with the worker state on that worker's thread
-	// when it stops.
+	// Optional: called with each worker state when the server stops.
 	void (*worker_fini)(void *arg, void *worker);
 	// Optional: called on the worker's thread each time the server
 	// itself refuses a request before any handler runs (undecodable
@@ -99,11 +113,24 @@ cm_err cm_rpc_server_start(const cm_rpc_server_config *cfg,
     cm_rpc_server **out);
 
 /**
- * cm_rpc_server_stop() closes the socket, waits for every worker to finish
- * its current request, runs worker_fini and frees the server. NULL is
- * allowed. Call from the thread that started it (not from a handler).
+ * cm_rpc_server_stop() stops receiving, lets the blocking threads finish
+ * their current call, closes the socket, runs worker_fini and frees the
+ * server. Queued offloaded calls are dropped (their clients' deadlines
+ * fire). NULL is allowed. Call from the thread that started it (not from
+ * a handler).
  */
 void cm_rpc_server_stop(cm_rpc_server *srv);
+
+/**
+ * cm_rpc_offload() asks for the call's handler to be invoked again on a
+ * blocking thread (with call->blocking_ok = 1 and that thread's worker
+ * state). Call it from an inline handler (blocking_ok == 0), then return
+ * without calling the closure. Returns CM_OK, or CM_EUNAVAIL when the
+ * server has no blocking threads or is stopping - the handler must then
+ * answer itself. A call that waits in the queue past its deadline is
+ * answered CM_ETIMEDOUT without running.
+ */
+cm_err cm_rpc_offload(cm_rpc_call *call);
 
 /**
  * cm_rpc_fail() records an error for the call: the handler then calls its

@@ -21,8 +21,9 @@ typedef Threadgate__Auth__V1__AuthService_Service svc_t;
 
 #define URL "inproc://rpc_test"
 #define NWORKERS 4
+#define NBLOCKING 2
 
-static int worker_tags[NWORKERS];
+static int worker_tags[NWORKERS + NBLOCKING];
 
 static void *
 w_init(void *arg, int index, cm_err *err)
@@ -32,7 +33,8 @@ w_init(void *arg, int index, cm_err *err)
 }
 
 // Authenticate test handler: "ok" -> identity with the worker tag;
-// anything else -> UNAUTHENTICATED.
+// "silent" -> never answers (a handler bug); anything else ->
+// UNAUTHENTICATED.
 static void
 t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
     Threadgate__Auth__V1__Identity_Closure closure, void *closure_data)
@@ -41,6 +43,10 @@ t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
 	Threadgate__Auth__V1__Identity id   = THREADGATE__AUTH__V1__IDENTITY__INIT;
 	char                           buf[64];
 
+	if (in->n_authorization == 1 &&
+	    strcmp(in->authorization[0], "silent") == 0) {
+		return;
+	}
 	if (in->n_authorization != 1 ||
 	    strcmp(in->authorization[0], "ok") != 0) {
 		cm_rpc_fail(call, CM_EAUTH, "bad token");
@@ -54,11 +60,28 @@ t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
 	closure(&id, closure_data);
 }
 
-// Stats handler that forgets to answer (a handler bug).
+// Stats handler that needs to block: offloads itself, then answers from
+// a blocking thread with that thread's worker tag in `valid`.
 static void
 t_stats(svc_t *svc, const Threadgate__Auth__V1__StatsRequest *in,
     Threadgate__Auth__V1__StatsReply_Closure closure, void *closure_data)
 {
+	cm_rpc_call                     *call = cm_rpc_call_of(closure_data);
+	Threadgate__Auth__V1__StatsReply r =
+	    THREADGATE__AUTH__V1__STATS_REPLY__INIT;
+
+	if (!call->blocking_ok) {
+		if (cm_rpc_offload(call) == CM_OK) {
+			return;
+		}
+		cm_rpc_fail(call, CM_EINTERNAL, "offload refused");
+		closure(NULL, closure_data);
+		return;
+	}
+	// A second offload from a blocking thread is refused.
+	r.valid   = (uint64_t) *(int *) call->worker;
+	r.refused = cm_rpc_offload(call) == CM_EUNAVAIL;
+	closure(&r, closure_data);
 }
 
 static svc_t          service = THREADGATE__AUTH__V1__AUTH_SERVICE__INIT(t_);
@@ -72,6 +95,7 @@ setup(void **state)
 		.url         = URL,
 		.service     = &service.base,
 		.nworkers    = NWORKERS,
+		.nblocking   = NBLOCKING,
 		.worker_init = w_init,
 	};
 
@@ -141,11 +165,11 @@ test_unknown_method_and_garbage(void **state)
 	                     sizeof(detail)),
 	    CM_EINVAL);
 	// A handler that never answers is reported, not hung.
-	assert_int_equal(cm_rpc_call_raw_sync(client, "Stats", "r", 0, NULL, 0,
-	                     2000, &out, &len, detail, sizeof(detail)),
-	    CM_EINTERNAL);
-	// Still serving.
 	char id[64];
+	assert_int_equal(authenticate("silent", id, sizeof(id), detail),
+	    CM_EINTERNAL);
+	assert_non_null(strstr(detail, "did not answer"));
+	// Still serving.
 	assert_int_equal(authenticate("ok", id, sizeof(id), detail), CM_OK);
 }
 
@@ -182,6 +206,31 @@ test_no_server(void **state)
 	assert_int_equal(err, CM_EUNAVAIL);
 	assert_true(cm_mono_ms() - t0 < 3000);
 	cm_rpc_client_close(c);
+}
+
+static void
+test_offload(void **state)
+{
+	Threadgate__Auth__V1__StatsRequest req =
+	    THREADGATE__AUTH__V1__STATS_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char              detail[128];
+
+	for (int i = 0; i < 10; i++) {
+		Threadgate__Auth__V1__StatsReply *r;
+
+		assert_int_equal(cm_rpc_call_sync(client, "Stats", "r", 2000,
+		                     &req.base,
+		                     &threadgate__auth__v1__stats_reply__descriptor,
+		                     &reply, detail, sizeof(detail)),
+		    CM_OK);
+		r = (Threadgate__Auth__V1__StatsReply *) reply;
+		// Ran on a blocking thread: its worker state, not a context's.
+		assert_true(r->valid >= 100 + NWORKERS &&
+		    r->valid < 100 + NWORKERS + NBLOCKING);
+		assert_int_equal(r->refused, 1);
+		protobuf_c_message_free_unpacked(reply, NULL);
+	}
 }
 
 #define NASYNC 200
@@ -244,6 +293,7 @@ main(void)
 		cmocka_unit_test(test_unknown_method_and_garbage),
 		cmocka_unit_test(test_expired_deadline),
 		cmocka_unit_test(test_no_server),
+		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_async_many),
 	};
 	return (cmocka_run_group_tests(tests, setup, teardown));

@@ -320,9 +320,9 @@ static cm_err
 build_create(const json_t *b, gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__CreateThreadRequest *c = &req->u.create;
-	const char                                   *s;
+	const char                                   *s = NULL;
 	const char                                   *ttl_st = "";
-	int                                           ttl_given;
+	int                                           ttl_given = 0;
 	const json_t                                 *ss;
 	cm_err                                        rv;
 
@@ -376,9 +376,9 @@ static cm_err
 build_patch(const json_t *b, gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__UpdateThreadRequest *u = &req->u.update;
-	const char                                   *s;
+	const char                                   *s = NULL;
 	const char                                   *ttl_st = "";
-	int                                           given;
+	int                                           given = 0;
 	cm_err                                        rv;
 
 	*u = (Threadgate__Threads__V1__UpdateThreadRequest)
@@ -403,8 +403,8 @@ static cm_err
 build_search(const json_t *b, gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__SearchThreadsRequest *s = &req->u.search;
-	const char                                    *t;
-	int64_t                                        n;
+	const char                                    *t = NULL;
+	int64_t                                        n = 0;
 	const json_t                                  *sel;
 	cm_err                                         rv;
 
@@ -489,7 +489,7 @@ static cm_err
 build_count(const json_t *b, gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__CountThreadsRequest *c = &req->u.count;
-	const char                                   *t;
+	const char                                   *t = NULL;
 	cm_err                                        rv;
 
 	*c = (Threadgate__Threads__V1__CountThreadsRequest)
@@ -517,7 +517,7 @@ static cm_err
 build_prune(const json_t *b, gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__PruneThreadsRequest *p = &req->u.prune;
-	const char                                   *t;
+	const char                                   *t = NULL;
 	cm_err                                        rv;
 
 	*p = (Threadgate__Threads__V1__PruneThreadsRequest)

@@ -252,6 +252,7 @@ main(int argc, char **argv)
 	cfg.url         = url;
 	cfg.service     = tsvc_service();
 	cfg.nworkers    = (int) workers;
+	cfg.nblocking   = TSVC_WRITE_THREADS;
 	cfg.worker_init = tsvc_worker_init;
 	cfg.worker_fini = tsvc_worker_fini;
 	cfg.arg         = (void *) db;

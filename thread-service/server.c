@@ -9,6 +9,7 @@
 // thin adapter: it takes its worker's tsvc_store from the call, runs the
 // store function of the same name, and answers through the closure
 // exactly once, with the reply message or with NULL after cm_rpc_fail().
+// Writes first hand themselves to a blocking thread (see offloaded()).
 // All validation and all SQL live in store.c.
 #include <stdlib.h>
 
@@ -45,6 +46,17 @@ finish(cm_rpc_call *call, tsvc_store *st, cm_err rv, const char *method)
 	}
 }
 
+// Writes take sqlite's write lock and may wait for it (busy timeout) or
+// for a WAL checkpoint's fsync, so they run on the rpc layer's blocking
+// threads; reads are short and run inline on nng's callback threads.
+// Returns 1 when the call was handed to a blocking thread: the handler
+// must return at once.
+static int
+offloaded(cm_rpc_call *call)
+{
+	return (!call->blocking_ok && cm_rpc_offload(call) == CM_OK);
+}
+
 static void
 reply_free(void *m)
 {
@@ -63,6 +75,9 @@ tsvc_create_thread(svc_t *svc, const tsvc_create_req *in,
 	cm_err       rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_create_thread(st, in, &out);
 	finish(call, st, rv, "CreateThread");
 	closure(out, cd);
@@ -95,6 +110,9 @@ tsvc_update_thread(svc_t *svc, const tsvc_update_req *in,
 	cm_err       rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_update_thread(st, in, &out);
 	finish(call, st, rv, "UpdateThread");
 	closure(out, cd);
@@ -112,6 +130,9 @@ tsvc_delete_thread(svc_t *svc, const tsvc_thread_ref *in,
 	cm_err rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_delete_thread(st, in);
 	finish(call, st, rv, "DeleteThread");
 	closure(rv == CM_OK ? &empty : NULL, cd);
@@ -159,6 +180,9 @@ tsvc_copy_thread(svc_t *svc, const tsvc_thread_ref *in,
 	cm_err       rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_copy_thread(st, in, &out);
 	finish(call, st, rv, "CopyThread");
 	closure(out, cd);
@@ -175,6 +199,9 @@ tsvc_prune_threads(svc_t *svc, const tsvc_prune_req *in,
 	cm_err            rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_prune_threads(st, in, &out);
 	finish(call, st, rv, "PruneThreads");
 	closure(out, cd);
@@ -207,6 +234,9 @@ tsvc_update_state(svc_t *svc, const tsvc_update_state_req *in,
 	cm_err           rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_update_state(st, in, &out);
 	finish(call, st, rv, "UpdateState");
 	closure(out, cd);
@@ -224,6 +254,9 @@ tsvc_patch_state(svc_t *svc, const tsvc_patch_state_req *in,
 	cm_err rv;
 
 	(void) svc;
+	if (offloaded(call)) {
+		return;
+	}
 	rv = tsvc_store_patch_state(st, in);
 	finish(call, st, rv, "PatchState");
 	closure(rv == CM_OK ? &empty : NULL, cd);

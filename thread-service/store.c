@@ -1270,7 +1270,7 @@ tsvc_store_create_thread(
 	char         *mtext = NULL;
 	tsvc_thread  *t     = NULL;
 	supersteps    ss    = { 0 };
-	const char   *strategy;
+	const char   *strategy = NULL;
 	char          id[CM_UUID_LEN + 1];
 	int64_t       now = cm_now_us();
 	sqlite3_stmt *s;

@@ -26,6 +26,12 @@
 // scan for expired rows (a system task; it deletes through the same
 // owner-constrained statements as DeleteThread).
 #ifndef TSVC_H
+// Threads that run writes (see server.c: writes may wait for sqlite's
+// one write lock or a checkpoint fsync, so they stay off nng's callback
+// threads). sqlite admits one writer at a time; a few threads let one wait
+// on the lock while another finishes without queueing every write behind
+// a busy one.
+#define TSVC_WRITE_THREADS 4
 #define TSVC_H
 
 #include <stddef.h>
