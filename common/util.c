@@ -126,8 +126,8 @@ cm_uuid7(char out[CM_UUID_LEN + 1])
 	uuid_format(b, out);
 }
 
-static int
-hexval(char c)
+int
+cm_hexval(char c)
 {
 	if (c >= '0' && c <= '9') {
 		return (c - '0');
@@ -139,6 +139,24 @@ hexval(char c)
 		return (c - 'A' + 10);
 	}
 	return (-1);
+}
+
+cm_err
+cm_unhex(const char *s, size_t slen, unsigned char *out, size_t n)
+{
+	if (slen != 2 * n) {
+		return (CM_EINVAL);
+	}
+	for (size_t i = 0; i < n; i++) {
+		int hi = cm_hexval(s[2 * i]);
+		int lo = cm_hexval(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			return (CM_EINVAL);
+		}
+		out[i] = (unsigned char) ((hi << 4) | lo);
+	}
+	return (CM_OK);
 }
 
 cm_err
@@ -159,7 +177,7 @@ cm_uuid_parse(const char *s, size_t len, char out[CM_UUID_LEN + 1])
 			}
 			continue;
 		}
-		v = hexval(s[i]);
+		v = cm_hexval(s[i]);
 		if (v < 0) {
 			return (CM_EINVAL);
 		}

@@ -87,4 +87,14 @@ cm_err cm_env_bool(const char *name, int def, int *out);
 /** cm_hex() writes 2n lower-case hex chars + NUL of bytes into out. */
 void cm_hex(const unsigned char *bytes, size_t n, char *out);
 
+/** cm_hexval() is the value of hex digit c (either case), or -1. */
+int cm_hexval(char c);
+
+/**
+ * cm_unhex() decodes exactly 2n hex chars (slen must be 2n) of s into out
+ * (n bytes). Returns CM_OK, or CM_EINVAL (wrong length, non-hex char); out
+ * may be partly written on error.
+ */
+cm_err cm_unhex(const char *s, size_t slen, unsigned char *out, size_t n);
+
 #endif // CM_UTIL_H

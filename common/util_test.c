@@ -53,6 +53,20 @@ test_uuid_generate(void **state)
 }
 
 static void
+test_unhex(void **state)
+{
+	unsigned char b[3];
+
+	assert_int_equal(cm_unhex("0aFf10", 6, b, 3), CM_OK);
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xff);
+	assert_int_equal(b[2], 0x10);
+	assert_int_equal(cm_unhex("0aFf1", 5, b, 3), CM_EINVAL);
+	assert_int_equal(cm_unhex("0aFg10", 6, b, 3), CM_EINVAL);
+	assert_int_equal(cm_hexval('z'), -1);
+}
+
+static void
 test_iso8601(void **state)
 {
 	char buf[CM_ISO8601_SIZE];
@@ -108,6 +122,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_uuid_parse),
 		cmocka_unit_test(test_uuid_generate),
+		cmocka_unit_test(test_unhex),
 		cmocka_unit_test(test_iso8601),
 		cmocka_unit_test(test_parse_i64),
 		cmocka_unit_test(test_env),

@@ -17,41 +17,6 @@
 // The scheme tag at the start of every stored hash.
 #define SCHEME "pbkdf2-sha256"
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9') {
-		return (c - '0');
-	}
-	if (c >= 'a' && c <= 'f') {
-		return (c - 'a' + 10);
-	}
-	if (c >= 'A' && c <= 'F') {
-		return (c - 'A' + 10);
-	}
-	return (-1);
-}
-
-// unhex() decodes exactly 2n hex chars of s into out (n bytes).
-static cm_err
-unhex(const char *s, size_t slen, unsigned char *out, size_t n)
-{
-	size_t i;
-
-	if (slen != 2 * n) {
-		return (CM_EINVAL);
-	}
-	for (i = 0; i < n; i++) {
-		int hi = hexval(s[2 * i]);
-		int lo = hexval(s[2 * i + 1]);
-		if (hi < 0 || lo < 0) {
-			return (CM_EINVAL);
-		}
-		out[i] = (unsigned char) ((hi << 4) | lo);
-	}
-	return (CM_OK);
-}
-
 static cm_err
 derive(const char *pw, size_t len, const unsigned char *salt, int iter,
     unsigned char key[IDP_PBKDF2_KEY_LEN])
@@ -143,11 +108,11 @@ idp_password_verify(const char *pw, size_t len, const char *stored)
 		rv = CM_EINVAL;
 		goto out;
 	}
-	rv = unhex(d1 + 1, (size_t) (d2 - d1 - 1), salt, sizeof(salt));
+	rv = cm_unhex(d1 + 1, (size_t) (d2 - d1 - 1), salt, sizeof(salt));
 	if (rv != CM_OK) {
 		goto out;
 	}
-	rv = unhex(d2 + 1, strlen(d2 + 1), want, sizeof(want));
+	rv = cm_unhex(d2 + 1, strlen(d2 + 1), want, sizeof(want));
 	if (rv != CM_OK) {
 		goto out;
 	}

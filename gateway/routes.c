@@ -64,21 +64,6 @@ gw_route_table(size_t *n)
 	return (routes);
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9') {
-		return (c - '0');
-	}
-	if (c >= 'a' && c <= 'f') {
-		return (c - 'a' + 10);
-	}
-	if (c >= 'A' && c <= 'F') {
-		return (c - 'A' + 10);
-	}
-	return (-1);
-}
-
 long
 gw_pct_decode(const char *in, size_t len, char *out, size_t outsz)
 {
@@ -91,8 +76,8 @@ gw_pct_decode(const char *in, size_t len, char *out, size_t outsz)
 			if (i + 2 >= len) {
 				return (-1);
 			}
-			hi = hexval(in[i + 1]);
-			lo = hexval(in[i + 2]);
+			hi = cm_hexval(in[i + 1]);
+			lo = cm_hexval(in[i + 2]);
 			if (hi < 0 || lo < 0) {
 				return (-1);
 			}
