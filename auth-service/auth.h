@@ -62,37 +62,38 @@ typedef enum auth_provider_kind {
  */
 typedef struct auth_config {
 	auth_provider_kind provider;
-	char *listen_url;      // AUTH_SERVICE_URL
-	int   workers;         // AUTH_WORKERS
-	int   idp_timeout_ms;  // AUTH_IDP_TIMEOUT_MS: total per IdP request
-	int   idp_connect_timeout_ms; // AUTH_IDP_CONNECT_TIMEOUT_MS
-	int   cache_ttl_s;     // AUTH_CACHE_TTL: 0 disables the cache
-	int   cache_max;       // AUTH_CACHE_MAX entries
+	char              *listen_url; // AUTH_SERVICE_URL
+	int                workers;    // AUTH_WORKERS
+	int idp_timeout_ms; // AUTH_IDP_TIMEOUT_MS: total per IdP request
+	int idp_connect_timeout_ms; // AUTH_IDP_CONNECT_TIMEOUT_MS
+	int cache_ttl_s;            // AUTH_CACHE_TTL: 0 disables the cache
+	int cache_max;              // AUTH_CACHE_MAX entries
 	// supabase / hybrid
-	char *supabase_url;    // SUPABASE_URL, no trailing slash
-	char *supabase_key;    // SUPABASE_SERVICE_KEY (sent as apikey)
+	char *supabase_url; // SUPABASE_URL, no trailing slash
+	char *supabase_key; // SUPABASE_SERVICE_KEY (sent as apikey)
 	// jwt / hybrid
-	char *jwks_url;        // AUTH_JWKS_URL (supabase: derived)
-	char *oidc_issuer;     // OIDC_ISSUER: discovery -> jwks_uri
-	char *jwt_secret;      // SUPABASE_JWT_SECRET / AUTH_JWT_SECRET (raw bytes)
-	unsigned secret_algs;  // algorithms the shared secret may verify
-	unsigned jwks_algs;    // algorithms JWKS keys may verify
-	char *issuer;          // AUTH_ISSUER: required iss, "" = not checked
-	char *audience;        // AUTH_AUDIENCE: required aud, "" = not checked
-	char *identity_claim;  // AUTH_IDENTITY_CLAIM, default "sub"
-	int   leeway_s;        // AUTH_LEEWAY: nbf/iat/exp leeway, default 30
-	int   jwks_cooldown_s; // AUTH_JWKS_COOLDOWN: min s between kid-miss refetches (>= 30)
-	int   jwks_max_age_s;  // AUTH_JWKS_MAX_AGE: cap on Cache-Control max-age
+	char *jwks_url;    // AUTH_JWKS_URL (supabase: derived)
+	char *oidc_issuer; // OIDC_ISSUER: discovery -> jwks_uri
+	char *jwt_secret;  // SUPABASE_JWT_SECRET / AUTH_JWT_SECRET (raw bytes)
+	unsigned secret_algs; // algorithms the shared secret may verify
+	unsigned jwks_algs;   // algorithms JWKS keys may verify
+	char    *issuer;      // AUTH_ISSUER: required iss, "" = not checked
+	char    *audience;    // AUTH_AUDIENCE: required aud, "" = not checked
+	char    *identity_claim; // AUTH_IDENTITY_CLAIM, default "sub"
+	int      leeway_s;       // AUTH_LEEWAY: nbf/iat/exp leeway, default 30
+	int      jwks_cooldown_s; // AUTH_JWKS_COOLDOWN: min s between kid-miss
+	                          // refetches (>= 30)
+	int jwks_max_age_s; // AUTH_JWKS_MAX_AGE: cap on Cache-Control max-age
 	// introspection
-	char *introspection_url;    // AUTH_INTROSPECTION_URL
-	char *client_id;            // AUTH_CLIENT_ID
-	char *client_secret;        // AUTH_CLIENT_SECRET
+	char *introspection_url; // AUTH_INTROSPECTION_URL
+	char *client_id;         // AUTH_CLIENT_ID
+	char *client_secret;     // AUTH_CLIENT_SECRET
 	// hybrid
-	int   hybrid_interval_s;    // AUTH_HYBRID_INTERVAL: re-confirm period
-	int   hybrid_fail_open;     // AUTH_HYBRID_OUTAGE=allow (default refuse)
+	int hybrid_interval_s; // AUTH_HYBRID_INTERVAL: re-confirm period
+	int hybrid_fail_open;  // AUTH_HYBRID_OUTAGE=allow (default refuse)
 	// static (development only)
-	char *static_file;          // AUTH_STATIC_FILE
-	int   dev_mode;             // THREADGATE_DEV=1 required for static
+	char *static_file; // AUTH_STATIC_FILE
+	int   dev_mode;    // THREADGATE_DEV=1 required for static
 } auth_config;
 
 /**
@@ -102,7 +103,7 @@ typedef struct auth_config {
 typedef struct auth_result {
 	char    identity[AUTH_ID_MAX];
 	char    email[AUTH_EMAIL_MAX];
-	char    scopes[AUTH_SCOPES_MAX];     // space-separated permissions
+	char    scopes[AUTH_SCOPES_MAX];      // space-separated permissions
 	char    session_id[AUTH_SESSION_MAX]; // "" when none
 	int64_t expires_at;                   // Unix s; 0 when unknown
 } auth_result;
@@ -167,10 +168,10 @@ extern auth_stats auth_g_stats;
  * owned by the response (free with auth_http_response_free).
  */
 typedef struct auth_http_response {
-	long   status;       // HTTP status
-	char  *body;         // NUL-terminated body ("" when none)
+	long   status; // HTTP status
+	char  *body;   // NUL-terminated body ("" when none)
 	size_t body_len;
-	long   max_age_s;    // Cache-Control max-age, -1 when absent
+	long   max_age_s; // Cache-Control max-age, -1 when absent
 } auth_http_response;
 
 /**

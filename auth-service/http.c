@@ -109,7 +109,8 @@ parse_cache_control(const char *v, size_t len)
 		tlen = i - start;
 		// libcurl hands over the header line with its CRLF.
 		while (tlen > 0 &&
-		    (v[start + tlen - 1] == ' ' || v[start + tlen - 1] == '\t' ||
+		    (v[start + tlen - 1] == ' ' ||
+		        v[start + tlen - 1] == '\t' ||
 		        v[start + tlen - 1] == '\r' ||
 		        v[start + tlen - 1] == '\n')) {
 			tlen--;

@@ -200,8 +200,8 @@ auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
 	if (would_block != NULL) {
 		// Non-blocking attempt: only a live cache entry answers here.
 		// A miss needs the IdP or another caller's flight, so it must
-		// run where blocking is allowed. The error fails closed should a
-		// caller ignore *would_block; it is not counted.
+		// run where blocking is allowed. The error fails closed should
+		// a caller ignore *would_block; it is not counted.
 		if (auth_cache_get(srv->cache, key, now_s, &res)) {
 			atomic_fetch_add(&auth_g_stats.cache_hits, 1);
 			rv = CM_OK;
@@ -311,12 +311,12 @@ auth_rpc_authenticate(Threadgate__Auth__V1__AuthService_Service *service,
 				return;
 			}
 			detail[0] = '\0';
-			rv = auth_authenticate(srv, call->worker,
-			    (const char *const *) in->authorization,
-			    in->n_authorization,
-			    (const char *const *) in->required_scopes,
-			    in->n_required_scopes, call->deadline_ms, &res,
-			    detail, sizeof(detail), NULL);
+			rv        = auth_authenticate(srv, call->worker,
+			           (const char *const *) in->authorization,
+			           in->n_authorization,
+			           (const char *const *) in->required_scopes,
+			           in->n_required_scopes, call->deadline_ms, &res,
+			           detail, sizeof(detail), NULL);
 		}
 	}
 	if (rv != CM_OK) {

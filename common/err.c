@@ -7,18 +7,41 @@
 #include "proto/rpc.pb-c.h"
 
 // cm_err travels in rpc Responses as threadgate.rpc.v1.Status unchanged.
-_Static_assert((int) CM_OK == (int) THREADGATE__RPC__V1__STATUS__STATUS_OK, "status");
-_Static_assert((int) CM_EINVAL == (int) THREADGATE__RPC__V1__STATUS__STATUS_INVALID_ARGUMENT, "status");
-_Static_assert((int) CM_ENOENT == (int) THREADGATE__RPC__V1__STATUS__STATUS_NOT_FOUND, "status");
-_Static_assert((int) CM_EEXIST == (int) THREADGATE__RPC__V1__STATUS__STATUS_ALREADY_EXISTS, "status");
-_Static_assert((int) CM_EPERM == (int) THREADGATE__RPC__V1__STATUS__STATUS_PERMISSION_DENIED, "status");
-_Static_assert((int) CM_EAUTH == (int) THREADGATE__RPC__V1__STATUS__STATUS_UNAUTHENTICATED, "status");
-_Static_assert((int) CM_ETIMEDOUT == (int) THREADGATE__RPC__V1__STATUS__STATUS_DEADLINE_EXCEEDED, "status");
-_Static_assert((int) CM_EUNAVAIL == (int) THREADGATE__RPC__V1__STATUS__STATUS_UNAVAILABLE, "status");
-_Static_assert((int) CM_ETOOBIG == (int) THREADGATE__RPC__V1__STATUS__STATUS_TOO_LARGE, "status");
-_Static_assert((int) CM_EINTERNAL == (int) THREADGATE__RPC__V1__STATUS__STATUS_INTERNAL, "status");
-_Static_assert((int) CM_ENOTSUP == (int) THREADGATE__RPC__V1__STATUS__STATUS_UNIMPLEMENTED, "status");
-_Static_assert((int) CM_ECONFLICT == (int) THREADGATE__RPC__V1__STATUS__STATUS_CONFLICT, "status");
+_Static_assert(
+    (int) CM_OK == (int) THREADGATE__RPC__V1__STATUS__STATUS_OK, "status");
+_Static_assert((int) CM_EINVAL ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_INVALID_ARGUMENT,
+    "status");
+_Static_assert(
+    (int) CM_ENOENT == (int) THREADGATE__RPC__V1__STATUS__STATUS_NOT_FOUND,
+    "status");
+_Static_assert((int) CM_EEXIST ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_ALREADY_EXISTS,
+    "status");
+_Static_assert((int) CM_EPERM ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_PERMISSION_DENIED,
+    "status");
+_Static_assert((int) CM_EAUTH ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_UNAUTHENTICATED,
+    "status");
+_Static_assert((int) CM_ETIMEDOUT ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_DEADLINE_EXCEEDED,
+    "status");
+_Static_assert(
+    (int) CM_EUNAVAIL == (int) THREADGATE__RPC__V1__STATUS__STATUS_UNAVAILABLE,
+    "status");
+_Static_assert(
+    (int) CM_ETOOBIG == (int) THREADGATE__RPC__V1__STATUS__STATUS_TOO_LARGE,
+    "status");
+_Static_assert(
+    (int) CM_EINTERNAL == (int) THREADGATE__RPC__V1__STATUS__STATUS_INTERNAL,
+    "status");
+_Static_assert((int) CM_ENOTSUP ==
+        (int) THREADGATE__RPC__V1__STATUS__STATUS_UNIMPLEMENTED,
+    "status");
+_Static_assert(
+    (int) CM_ECONFLICT == (int) THREADGATE__RPC__V1__STATUS__STATUS_CONFLICT,
+    "status");
 
 static const char *const names[CM_ERR_COUNT] = {
 	[CM_OK]        = "ok",

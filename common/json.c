@@ -16,7 +16,8 @@ cm_json_depth(const json_t *v)
 	size_t      i;
 
 	if (json_is_object(v)) {
-		json_object_foreach ((json_t *) v, key, child) {
+		json_object_foreach((json_t *) v, key, child)
+		{
 			int d = cm_json_depth(child);
 			if (d > max) {
 				max = d;
@@ -25,7 +26,8 @@ cm_json_depth(const json_t *v)
 		return (max + 1);
 	}
 	if (json_is_array(v)) {
-		json_array_foreach (v, i, child) {
+		json_array_foreach(v, i, child)
+		{
 			int d = cm_json_depth(child);
 			if (d > max) {
 				max = d;
@@ -42,7 +44,7 @@ cm_json_depth(const json_t *v)
 static int
 too_deep(const char *buf, size_t len)
 {
-	int depth = 0;
+	int depth  = 0;
 	int in_str = 0;
 
 	for (size_t i = 0; i < len; i++) {
@@ -78,8 +80,8 @@ cm_json_parse(const char *buf, size_t len, size_t max_len, json_t **out,
 
 	if (len > max_len) {
 		if (detail != NULL) {
-			snprintf(detail, detail_len, "JSON larger than %zu bytes",
-			    max_len);
+			snprintf(detail, detail_len,
+			    "JSON larger than %zu bytes", max_len);
 		}
 		return (CM_ETOOBIG);
 	}
@@ -94,7 +96,8 @@ cm_json_parse(const char *buf, size_t len, size_t max_len, json_t **out,
 	v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	if (v == NULL) {
 		if (detail != NULL) {
-			snprintf(detail, detail_len, "invalid JSON: %s", jerr.text);
+			snprintf(
+			    detail, detail_len, "invalid JSON: %s", jerr.text);
 		}
 		return (CM_EINVAL);
 	}

@@ -18,7 +18,8 @@ test_parse_ok(void **state)
 	json_t     *v = NULL;
 	char       *out;
 
-	assert_int_equal(cm_json_parse(s, strlen(s), 1024, &v, NULL, 0), CM_OK);
+	assert_int_equal(
+	    cm_json_parse(s, strlen(s), 1024, &v, NULL, 0), CM_OK);
 	assert_int_equal(cm_json_depth(v), 3);
 	out = cm_json_dump(v);
 	assert_string_equal(out, s);
@@ -34,10 +35,11 @@ test_parse_limits(void **state)
 	char    deep[2 * CM_JSON_MAX_DEPTH + 10];
 	size_t  n = 0;
 
-	assert_int_equal(cm_json_parse("{}", 2, 1, &v, detail, sizeof(detail)),
-	    CM_ETOOBIG);
-	assert_int_equal(cm_json_parse("{\"a\":", 5, 100, &v, detail,
-	                     sizeof(detail)), CM_EINVAL);
+	assert_int_equal(
+	    cm_json_parse("{}", 2, 1, &v, detail, sizeof(detail)), CM_ETOOBIG);
+	assert_int_equal(
+	    cm_json_parse("{\"a\":", 5, 100, &v, detail, sizeof(detail)),
+	    CM_EINVAL);
 	assert_non_null(strstr(detail, "invalid JSON"));
 	for (int i = 0; i <= CM_JSON_MAX_DEPTH; i++) {
 		deep[n++] = '[';
@@ -45,13 +47,16 @@ test_parse_limits(void **state)
 	for (int i = 0; i <= CM_JSON_MAX_DEPTH; i++) {
 		deep[n++] = ']';
 	}
-	assert_int_equal(cm_json_parse(deep, n, sizeof(deep), &v, detail,
-	                     sizeof(detail)), CM_EINVAL);
+	assert_int_equal(
+	    cm_json_parse(deep, n, sizeof(deep), &v, detail, sizeof(detail)),
+	    CM_EINVAL);
 	assert_non_null(strstr(detail, "deeper"));
 	// Brackets inside strings do not count.
-	const char *s = "{\"k\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-	                "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"\"}";
-	assert_int_equal(cm_json_parse(s, strlen(s), 4096, &v, NULL, 0), CM_OK);
+	const char *s =
+	    "{\"k\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+	    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"\"}";
+	assert_int_equal(
+	    cm_json_parse(s, strlen(s), 4096, &v, NULL, 0), CM_OK);
 	json_decref(v);
 	assert_null(NULL);
 }

@@ -142,7 +142,7 @@ cm_log(cm_log_level lvl, const char *rid, const char *fmt, ...)
 void
 cm_assert_fail(const char *expr, const char *file, int line)
 {
-	cm_log(CM_LOG_ERROR, NULL, "assertion failed: %s at %s:%d", expr,
-	    file, line);
+	cm_log(CM_LOG_ERROR, NULL, "assertion failed: %s at %s:%d", expr, file,
+	    line);
 	abort();
 }

@@ -39,19 +39,19 @@ void cm_log(cm_log_level lvl, const char *rid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define cm_debug(rid, ...) cm_log(CM_LOG_DEBUG, (rid), __VA_ARGS__)
-#define cm_info(rid, ...) cm_log(CM_LOG_INFO, (rid), __VA_ARGS__)
-#define cm_warn(rid, ...) cm_log(CM_LOG_WARN, (rid), __VA_ARGS__)
+#define cm_info(rid, ...)  cm_log(CM_LOG_INFO, (rid), __VA_ARGS__)
+#define cm_warn(rid, ...)  cm_log(CM_LOG_WARN, (rid), __VA_ARGS__)
 #define cm_error(rid, ...) cm_log(CM_LOG_ERROR, (rid), __VA_ARGS__)
 
 /**
  * CM_ASSERT(x) stays enabled in release builds: on failure it logs
  * file:line and aborts. Only for programmer bugs, never for input.
  */
-#define CM_ASSERT(x)                                                      \
-	do {                                                              \
-		if (!(x)) {                                               \
-			cm_assert_fail(#x, __FILE__, __LINE__);           \
-		}                                                         \
+#define CM_ASSERT(x)                                            \
+	do {                                                    \
+		if (!(x)) {                                     \
+			cm_assert_fail(#x, __FILE__, __LINE__); \
+		}                                               \
 	} while (0)
 
 void cm_assert_fail(const char *expr, const char *file, int line)

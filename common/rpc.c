@@ -145,14 +145,15 @@ handler_closure(const ProtobufCMessage *out, void *closure_data)
 
 	if (co->called) {
 		// A handler bug; keep the first answer.
-		cm_error(call->request_id, "rpc handler called its closure twice");
+		cm_error(
+		    call->request_id, "rpc handler called its closure twice");
 		return;
 	}
 	co->called = 1;
 	if (out == NULL) {
 		if (call->status == CM_OK) {
-			cm_rpc_fail(call, CM_EINTERNAL,
-			    "handler returned no reply");
+			cm_rpc_fail(
+			    call, CM_EINTERNAL, "handler returned no reply");
 		}
 		return;
 	}
@@ -228,8 +229,9 @@ ctx_invoke(rpc_ctx *c, void *state, int index, int blocking_ok)
 		    c->method->name, cm_strerror(c->call.status),
 		    c->call.detail);
 	}
-	ctx_reply(c, response_msg(c->call.status, c->call.detail,
-	                 c->call.request_id, co.buf, co.len));
+	ctx_reply(c,
+	    response_msg(c->call.status, c->call.detail, c->call.request_id,
+	        co.buf, co.len));
 	free(co.buf);
 }
 
@@ -247,8 +249,9 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 	nng_msg_free(msg);
 	if (c->req == NULL) {
 		reject(srv, CM_EINVAL);
-		ctx_reply(c, response_msg(CM_EINVAL,
-		                 "undecodable request envelope", "", NULL, 0));
+		ctx_reply(c,
+		    response_msg(CM_EINVAL, "undecodable request envelope", "",
+		        NULL, 0));
 		return;
 	}
 	if (strlen(c->req->request_id) <= CM_RID_MAX) {
@@ -263,8 +266,8 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 	} else if (c->req->deadline_unix_ms != 0 &&
 	    cm_now_ms() >= c->req->deadline_unix_ms) {
 		err = CM_ETIMEDOUT;
-		snprintf(detail, sizeof(detail), "deadline passed before %s ran",
-		    c->method->name);
+		snprintf(detail, sizeof(detail),
+		    "deadline passed before %s ran", c->method->name);
 	} else if ((c->input = protobuf_c_message_unpack(c->method->input,
 	                NULL, c->req->payload.len, c->req->payload.data)) ==
 	    NULL) {
@@ -388,9 +391,10 @@ blocking_main(void *arg)
 
 		if (c->call.deadline_ms != 0 &&
 		    cm_now_ms() >= c->call.deadline_ms) {
-			ctx_reply(c, response_msg(CM_ETIMEDOUT,
-			                 "deadline passed while queued",
-			                 c->call.request_id, NULL, 0));
+			ctx_reply(c,
+			    response_msg(CM_ETIMEDOUT,
+			        "deadline passed while queued",
+			        c->call.request_id, NULL, 0));
 			continue;
 		}
 		c->call.status    = CM_OK;
@@ -527,8 +531,8 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 
 		ba->srv   = srv;
 		ba->index = i;
-		if (pthread_create(&srv->threads[i], NULL, blocking_main, ba) !=
-		    0) {
+		if (pthread_create(
+		        &srv->threads[i], NULL, blocking_main, ba) != 0) {
 			free(ba);
 			err = CM_EINTERNAL;
 			goto fail;
@@ -652,8 +656,8 @@ slot_put(rpc_slot *s)
 // Ends a call: returns the slot first (so the callback may start a new
 // call), then reports.
 static void
-slot_finish(rpc_slot *s, cm_err st, const char *detail,
-    const uint8_t *payload, size_t len)
+slot_finish(rpc_slot *s, cm_err st, const char *detail, const uint8_t *payload,
+    size_t len)
 {
 	raw_done_fn done = s->done;
 	void       *arg  = s->arg;
@@ -674,11 +678,12 @@ slot_cb(void *arg)
 	if (s->state == SLOT_SEND) {
 		if (rv != 0) {
 			// A REQ send completes when a connected peer takes the
-			// message; timing out here means no peer was there: the
-			// service is down or unreachable, not slow.
+			// message; timing out here means no peer was there:
+			// the service is down or unreachable, not slow.
 			nng_msg_free(nng_aio_get_msg(s->aio));
 			slot_finish(s,
-			    rv == NNG_ETIMEDOUT ? CM_EUNAVAIL : cm_err_from_nng(rv),
+			    rv == NNG_ETIMEDOUT ? CM_EUNAVAIL
+			                        : cm_err_from_nng(rv),
 			    rv == NNG_ETIMEDOUT ? "upstream not reachable"
 			                        : nng_strerror(rv),
 			    NULL, 0);
@@ -686,8 +691,8 @@ slot_cb(void *arg)
 		}
 		left = s->deadline_mono - cm_mono_ms();
 		if (left <= 0) {
-			slot_finish(s, CM_ETIMEDOUT, "upstream deadline passed",
-			    NULL, 0);
+			slot_finish(s, CM_ETIMEDOUT,
+			    "upstream deadline passed", NULL, 0);
 			return;
 		}
 		s->state = SLOT_RECV;
@@ -722,8 +727,8 @@ slot_cb(void *arg)
 		    resp->detail[0] != '\0'
 		        ? resp->detail
 		        : cm_strerror((cm_err) resp->status));
-		slot_finish(s, (cm_err) resp->status, detail, resp->payload.data,
-		    resp->payload.len);
+		slot_finish(s, (cm_err) resp->status, detail,
+		    resp->payload.data, resp->payload.len);
 	}
 	threadgate__rpc__v1__response__free_unpacked(resp, NULL);
 }
@@ -745,12 +750,14 @@ cm_rpc_client_open(const char *url, cm_rpc_client **out)
 		return (cm_err_from_nng(rv));
 	}
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, CM_RPC_MAX_MSG);
-	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_ms(
+	    c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, RPC_RECONNECT_MIN_MS);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, RPC_RECONNECT_MAX_MS);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_event, c);
 	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, c);
-	if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = nng_dial(c->sock, url, &c->dialer, NNG_FLAG_NONBLOCK)) !=
+	    0) {
 		cm_error(NULL, "cannot dial %s: %s", url, nng_strerror(rv));
 		nng_close(c->sock);
 		pthread_mutex_destroy(&c->mu);
@@ -810,7 +817,7 @@ start_raw(cm_rpc_client *c, const char *method, const char *request_id,
 	req.deadline_unix_ms = deadline_unix_ms;
 	req.payload.data     = (uint8_t *) payload;
 	req.payload.len      = payload_len;
-	n                    = threadgate__rpc__v1__request__get_packed_size(&req);
+	n = threadgate__rpc__v1__request__get_packed_size(&req);
 	if (nng_msg_alloc(&m, n) != 0) {
 		return (CM_EINTERNAL);
 	}
@@ -823,7 +830,8 @@ start_raw(cm_rpc_client *c, const char *method, const char *request_id,
 	s->arg           = arg;
 	s->deadline_mono = cm_mono_ms() + timeout_ms;
 	s->state         = SLOT_SEND;
-	if (atomic_load(&c->npipes) == 0 && wait_ms > RPC_UNCONNECTED_WAIT_MS) {
+	if (atomic_load(&c->npipes) == 0 &&
+	    wait_ms > RPC_UNCONNECTED_WAIT_MS) {
 		wait_ms = RPC_UNCONNECTED_WAIT_MS;
 	}
 	nng_aio_set_msg(s->aio, m);
@@ -869,8 +877,8 @@ pack_msg(const ProtobufCMessage *req, size_t *len)
 }
 
 cm_err
-cm_rpc_call_async(cm_rpc_client *c, const char *method,
-    const char *request_id, int timeout_ms, const ProtobufCMessage *req,
+cm_rpc_call_async(cm_rpc_client *c, const char *method, const char *request_id,
+    int timeout_ms, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *reply_desc, cm_rpc_done_fn done,
     void *arg)
 {
@@ -966,8 +974,8 @@ call_wait(cm_rpc_client *c, const char *method, const char *rid,
 }
 
 cm_err
-cm_rpc_call_sync(cm_rpc_client *c, const char *method,
-    const char *request_id, int timeout_ms, const ProtobufCMessage *req,
+cm_rpc_call_sync(cm_rpc_client *c, const char *method, const char *request_id,
+    int timeout_ms, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply_out,
     char *detail, size_t detail_len)
 {
@@ -978,7 +986,8 @@ cm_rpc_call_sync(cm_rpc_client *c, const char *method,
 	size_t            plen = 0;
 	cm_err            err;
 
-	if (c == NULL || req == NULL || reply_desc == NULL || reply_out == NULL) {
+	if (c == NULL || req == NULL || reply_desc == NULL ||
+	    reply_out == NULL) {
 		return (CM_EINVAL);
 	}
 	buf = pack_msg(req, &len);
@@ -992,7 +1001,8 @@ cm_rpc_call_sync(cm_rpc_client *c, const char *method,
 	free(payload);
 	if (reply == NULL) {
 		if (detail != NULL && detail_len > 0) {
-			snprintf(detail, detail_len, "undecodable reply payload");
+			snprintf(
+			    detail, detail_len, "undecodable reply payload");
 		}
 		return (CM_EINTERNAL);
 	}

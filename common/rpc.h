@@ -61,7 +61,7 @@ typedef struct cm_rpc_call {
 	int64_t     deadline_ms; // Unix ms; 0 = none
 	void       *worker;      // the worker state from worker_init of the
 	                         // context (inline) or blocking thread
-	int         worker_index;
+	int worker_index;
 	// 0 when the handler runs inline on an nng callback thread (it must
 	// not block: answer, or cm_rpc_offload()); 1 on a blocking thread.
 	int blocking_ok;
@@ -109,8 +109,8 @@ typedef struct cm_rpc_server_config {
  * path), or the error a worker_init reported. *out is written only on
  * success. For an ipc:// URL a stale socket file is replaced.
  */
-cm_err cm_rpc_server_start(const cm_rpc_server_config *cfg,
-    cm_rpc_server **out);
+cm_err cm_rpc_server_start(
+    const cm_rpc_server_config *cfg, cm_rpc_server **out);
 
 /**
  * cm_rpc_server_stop() stops receiving, lets the blocking threads finish
@@ -181,8 +181,8 @@ void cm_rpc_client_close(cm_rpc_client *c);
  * protobuf_c_message_free_unpacked(reply, NULL)) when status is CM_OK,
  * else NULL. The callback must not block; it may start another call.
  */
-typedef void (*cm_rpc_done_fn)(void *arg, cm_err status, const char *detail,
-    ProtobufCMessage *reply);
+typedef void (*cm_rpc_done_fn)(
+    void *arg, cm_err status, const char *detail, ProtobufCMessage *reply);
 
 /**
  * cm_rpc_call_async() sends method(req) and returns at once; done runs
@@ -212,9 +212,9 @@ cm_err cm_rpc_call_sync(cm_rpc_client *c, const char *method,
 /**
  * cm_rpc_call_raw_sync() sends an envelope with an arbitrary method name,
  * deadline and payload bytes (for contract tests that send undecodable or
- * unknown requests). On CM_OK, *payload_out and *payload_len_out get a malloc'd
- * copy of the reply payload (free it); on error they are untouched and
- * detail gets the server's reason.
+ * unknown requests). On CM_OK, *payload_out and *payload_len_out get a
+ * malloc'd copy of the reply payload (free it); on error they are untouched
+ * and detail gets the server's reason.
  */
 cm_err cm_rpc_call_raw_sync(cm_rpc_client *c, const char *method,
     const char *request_id, int64_t deadline_unix_ms, const void *payload,

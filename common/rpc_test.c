@@ -19,8 +19,8 @@
 
 typedef Threadgate__Auth__V1__AuthService_Service svc_t;
 
-#define URL "inproc://rpc_test"
-#define NWORKERS 4
+#define URL       "inproc://rpc_test"
+#define NWORKERS  4
 #define NBLOCKING 2
 
 static int worker_tags[NWORKERS + NBLOCKING];
@@ -40,8 +40,9 @@ t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
     Threadgate__Auth__V1__Identity_Closure closure, void *closure_data)
 {
 	cm_rpc_call                   *call = cm_rpc_call_of(closure_data);
-	Threadgate__Auth__V1__Identity id   = THREADGATE__AUTH__V1__IDENTITY__INIT;
-	char                           buf[64];
+	Threadgate__Auth__V1__Identity id =
+	    THREADGATE__AUTH__V1__IDENTITY__INIT;
+	char buf[64];
 
 	if (in->n_authorization == 1 &&
 	    strcmp(in->authorization[0], "silent") == 0) {
@@ -79,7 +80,7 @@ t_stats(svc_t *svc, const Threadgate__Auth__V1__StatsRequest *in,
 		return;
 	}
 	// A second offload from a blocking thread is refused.
-	r.valid   = (uint64_t) *(int *) call->worker;
+	r.valid   = (uint64_t) * (int *) call->worker;
 	r.refused = cm_rpc_offload(call) == CM_EUNAVAIL;
 	closure(&r, closure_data);
 }
@@ -118,14 +119,15 @@ authenticate(const char *token, char *identity, size_t len, char *detail)
 {
 	Threadgate__Auth__V1__AuthenticateRequest req =
 	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
-	ProtobufCMessage *reply = NULL;
+	ProtobufCMessage *reply   = NULL;
 	char             *vals[1] = { (char *) token };
 	cm_err            err;
 
 	req.n_authorization = 1;
 	req.authorization   = vals;
-	err = cm_rpc_call_sync(client, "Authenticate", "rid42", 2000, &req.base,
-	    &threadgate__auth__v1__identity__descriptor, &reply, detail, 128);
+	err = cm_rpc_call_sync(client, "Authenticate", "rid42", 2000,
+	    &req.base, &threadgate__auth__v1__identity__descriptor, &reply,
+	    detail, 128);
 	if (err == CM_OK) {
 		snprintf(identity, len, "%s",
 		    ((Threadgate__Auth__V1__Identity *) reply)->identity);
@@ -144,7 +146,8 @@ test_ok_and_error(void **state)
 	// Worker state reached the handler; the request id travelled.
 	assert_non_null(strstr(id, "user-10"));
 	assert_non_null(strstr(id, "rid42"));
-	assert_int_equal(authenticate("nope", id, sizeof(id), detail), CM_EAUTH);
+	assert_int_equal(
+	    authenticate("nope", id, sizeof(id), detail), CM_EAUTH);
 	assert_string_equal(detail, "bad token");
 }
 
@@ -152,22 +155,23 @@ static void
 test_unknown_method_and_garbage(void **state)
 {
 	char                 detail[128];
-	void                *out = NULL;
-	size_t               len = 0;
+	void                *out    = NULL;
+	size_t               len    = 0;
 	static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
 
-	assert_int_equal(cm_rpc_call_raw_sync(client, "NoSuchMethod", "r", 0,
-	                     NULL, 0, 2000, &out, &len, detail, sizeof(detail)),
+	assert_int_equal(
+	    cm_rpc_call_raw_sync(client, "NoSuchMethod", "r", 0, NULL, 0, 2000,
+	        &out, &len, detail, sizeof(detail)),
 	    CM_ENOTSUP);
 	assert_non_null(strstr(detail, "NoSuchMethod"));
-	assert_int_equal(cm_rpc_call_raw_sync(client, "Authenticate", "r", 0,
-	                     junk, sizeof(junk), 2000, &out, &len, detail,
-	                     sizeof(detail)),
+	assert_int_equal(
+	    cm_rpc_call_raw_sync(client, "Authenticate", "r", 0, junk,
+	        sizeof(junk), 2000, &out, &len, detail, sizeof(detail)),
 	    CM_EINVAL);
 	// A handler that never answers is reported, not hung.
 	char id[64];
-	assert_int_equal(authenticate("silent", id, sizeof(id), detail),
-	    CM_EINTERNAL);
+	assert_int_equal(
+	    authenticate("silent", id, sizeof(id), detail), CM_EINTERNAL);
 	assert_non_null(strstr(detail, "did not answer"));
 	// Still serving.
 	assert_int_equal(authenticate("ok", id, sizeof(id), detail), CM_OK);
@@ -180,16 +184,16 @@ test_expired_deadline(void **state)
 	void  *out = NULL;
 	size_t len = 0;
 
-	assert_int_equal(cm_rpc_call_raw_sync(client, "Authenticate", "r",
-	                     cm_now_ms() - 10, NULL, 0, 2000, &out, &len,
-	                     detail, sizeof(detail)),
+	assert_int_equal(
+	    cm_rpc_call_raw_sync(client, "Authenticate", "r", cm_now_ms() - 10,
+	        NULL, 0, 2000, &out, &len, detail, sizeof(detail)),
 	    CM_ETIMEDOUT);
 }
 
 static void
 test_no_server(void **state)
 {
-	cm_rpc_client *c;
+	cm_rpc_client                     *c;
 	Threadgate__Auth__V1__StatsRequest req =
 	    THREADGATE__AUTH__V1__STATS_REQUEST__INIT;
 	ProtobufCMessage *reply = NULL;
@@ -219,10 +223,10 @@ test_offload(void **state)
 	for (int i = 0; i < 10; i++) {
 		Threadgate__Auth__V1__StatsReply *r;
 
-		assert_int_equal(cm_rpc_call_sync(client, "Stats", "r", 2000,
-		                     &req.base,
-		                     &threadgate__auth__v1__stats_reply__descriptor,
-		                     &reply, detail, sizeof(detail)),
+		assert_int_equal(
+		    cm_rpc_call_sync(client, "Stats", "r", 2000, &req.base,
+		        &threadgate__auth__v1__stats_reply__descriptor, &reply,
+		        detail, sizeof(detail)),
 		    CM_OK);
 		r = (Threadgate__Auth__V1__StatsReply *) reply;
 		// Ran on a blocking thread: its worker state, not a context's.
@@ -271,10 +275,10 @@ test_async_many(void **state)
 	req.n_authorization = 1;
 	req.authorization   = vals;
 	for (int i = 0; i < NASYNC; i++) {
-		assert_int_equal(cm_rpc_call_async(client, "Authenticate", "a",
-		                     5000, &req.base,
-		                     &threadgate__auth__v1__identity__descriptor,
-		                     async_done, &as),
+		assert_int_equal(
+		    cm_rpc_call_async(client, "Authenticate", "a", 5000,
+		        &req.base, &threadgate__auth__v1__identity__descriptor,
+		        async_done, &as),
 		    CM_OK);
 	}
 	pthread_mutex_lock(&as.mu);

@@ -48,12 +48,12 @@ cm_time_iso8601(int64_t us, char buf[CM_ISO8601_SIZE])
 		frac += 1000000;
 		secs -= 1;
 	}
-	char      tmp[96];
+	char tmp[96];
 
 	gmtime_r(&secs, &tm);
 	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06ld+00:00",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-	    tm.tm_sec, frac);
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec, frac);
 	memcpy(buf, tmp, CM_ISO8601_SIZE - 1);
 	buf[CM_ISO8601_SIZE - 1] = '\0';
 	return (buf);
@@ -234,8 +234,8 @@ cm_env_str(const char *name, const char *def)
 }
 
 cm_err
-cm_env_i64(const char *name, int64_t def, int64_t min, int64_t max,
-    int64_t *out)
+cm_env_i64(
+    const char *name, int64_t def, int64_t min, int64_t max, int64_t *out)
 {
 	const char *v = getenv(name);
 	int64_t     n;
@@ -245,7 +245,8 @@ cm_env_i64(const char *name, int64_t def, int64_t min, int64_t max,
 		return (CM_OK);
 	}
 	if (cm_parse_i64(v, min, max, &n) != CM_OK) {
-		cm_error(NULL, "%s must be an integer in [%lld, %lld], got \"%.64s\"",
+		cm_error(NULL,
+		    "%s must be an integer in [%lld, %lld], got \"%.64s\"",
 		    name, (long long) min, (long long) max, v);
 		return (CM_EINVAL);
 	}

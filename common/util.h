@@ -75,8 +75,8 @@ const char *cm_env_str(const char *name, const char *def);
  * value that is not an integer in [min, max] is CM_EINVAL (and a log line
  * naming the variable), so a typo stops the service at start-up.
  */
-cm_err cm_env_i64(const char *name, int64_t def, int64_t min, int64_t max,
-    int64_t *out);
+cm_err cm_env_i64(
+    const char *name, int64_t def, int64_t min, int64_t max, int64_t *out);
 
 /**
  * cm_env_bool() reads 1/true/yes/on or 0/false/no/off (any case); unset

@@ -16,17 +16,20 @@ test_uuid_parse(void **state)
 {
 	char out[CM_UUID_LEN + 1];
 
-	assert_int_equal(cm_uuid_parse("0B6A0E7C-1F2D-4C3B-9A8E-7D6C5B4A3F21",
-	                     36, out), CM_OK);
+	assert_int_equal(
+	    cm_uuid_parse("0B6A0E7C-1F2D-4C3B-9A8E-7D6C5B4A3F21", 36, out),
+	    CM_OK);
 	assert_string_equal(out, "0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f21");
-	assert_int_equal(cm_uuid_parse("0b6a0e7c1f2d4c3b9a8e7d6c5b4a3f21", 32,
-	                     out), CM_OK);
+	assert_int_equal(
+	    cm_uuid_parse("0b6a0e7c1f2d4c3b9a8e7d6c5b4a3f21", 32, out), CM_OK);
 	assert_string_equal(out, "0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f21");
 	assert_int_equal(cm_uuid_parse("not-a-uuid", 10, out), CM_EINVAL);
-	assert_int_equal(cm_uuid_parse("0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f2g",
-	                     36, out), CM_EINVAL);
-	assert_int_equal(cm_uuid_parse("0b6a0e7c+1f2d-4c3b-9a8e-7d6c5b4a3f21",
-	                     36, out), CM_EINVAL);
+	assert_int_equal(
+	    cm_uuid_parse("0b6a0e7c-1f2d-4c3b-9a8e-7d6c5b4a3f2g", 36, out),
+	    CM_EINVAL);
+	assert_int_equal(
+	    cm_uuid_parse("0b6a0e7c+1f2d-4c3b-9a8e-7d6c5b4a3f21", 36, out),
+	    CM_EINVAL);
 	assert_int_equal(cm_uuid_parse(NULL, 36, out), CM_EINVAL);
 }
 
@@ -73,8 +76,8 @@ test_iso8601(void **state)
 
 	assert_string_equal(cm_time_iso8601(1721327715540834LL, buf),
 	    "2024-07-18T18:35:15.540834+00:00");
-	assert_string_equal(cm_time_iso8601(0, buf),
-	    "1970-01-01T00:00:00.000000+00:00");
+	assert_string_equal(
+	    cm_time_iso8601(0, buf), "1970-01-01T00:00:00.000000+00:00");
 }
 
 static void
@@ -89,8 +92,8 @@ test_parse_i64(void **state)
 	assert_int_equal(cm_parse_i64("4x", 0, 100, &v), CM_EINVAL);
 	assert_int_equal(cm_parse_i64("", 0, 100, &v), CM_EINVAL);
 	assert_int_equal(cm_parse_i64(" 4", 0, 100, &v), CM_EINVAL);
-	assert_int_equal(cm_parse_i64("99999999999999999999", 0, INT64_MAX, &v),
-	    CM_EINVAL);
+	assert_int_equal(
+	    cm_parse_i64("99999999999999999999", 0, INT64_MAX, &v), CM_EINVAL);
 	assert_int_equal(v, 42); // untouched on error
 }
 

@@ -16,7 +16,8 @@ oom(size_t n)
 
 	// No allocation and no stdio buffering here: we are out of memory.
 	len = snprintf(line, sizeof(line),
-	    "{\"level\":\"error\",\"msg\":\"out of memory (%zu bytes)\"}\n", n);
+	    "{\"level\":\"error\",\"msg\":\"out of memory (%zu bytes)\"}\n",
+	    n);
 	if (len > 0) {
 		(void) !write(STDERR_FILENO, line, (size_t) len);
 	}

@@ -163,7 +163,8 @@ post_json(const char *path, const char *body, const char *auth, resp *r)
 
 	if (auth != NULL) {
 		snprintf(a, sizeof(a), "Authorization: Bearer %.*s",
-		    (int) (sizeof(a) - sizeof("Authorization: Bearer ")), auth);
+		    (int) (sizeof(a) - sizeof("Authorization: Bearer ")),
+		    auth);
 		hdrs[2] = a;
 	}
 	http("POST", path, hdrs, body, body != NULL ? strlen(body) : 0, r);

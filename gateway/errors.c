@@ -111,8 +111,8 @@ default_detail(unsigned status)
 }
 
 void
-gw_error_response(gw_response *r, cm_err err, const char *detail,
-    int token_presented)
+gw_error_response(
+    gw_response *r, cm_err err, const char *detail, int token_presented)
 {
 	unsigned status = gw_http_status_for(err);
 	json_t  *body;

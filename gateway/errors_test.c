@@ -38,7 +38,8 @@ test_status_table(void **state)
 	(void) state;
 	assert_int_equal(sizeof(rows) / sizeof(rows[0]), CM_ERR_COUNT + 1);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		assert_int_equal(gw_http_status_for(rows[i].err), rows[i].status);
+		assert_int_equal(
+		    gw_http_status_for(rows[i].err), rows[i].status);
 	}
 }
 
@@ -59,8 +60,7 @@ test_error_bodies(void **state)
 	gw_response r = { 0 };
 
 	(void) state;
-	gw_error_response(
-	    &r, CM_ENOENT, "Thread not found", 1);
+	gw_error_response(&r, CM_ENOENT, "Thread not found", 1);
 	assert_int_equal(r.status, 404);
 	assert_string_equal(r.body, "{\"detail\":\"Thread not found\"}");
 	assert_int_equal(r.body_len, strlen(r.body));

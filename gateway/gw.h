@@ -192,8 +192,8 @@ unsigned gw_http_status_for(cm_err err);
  * Whatever r held before (body, headers) is replaced. Thread-safe (on
  * distinct r).
  */
-void gw_error_response(gw_response *r, cm_err err, const char *detail,
-    int token_presented);
+void gw_error_response(
+    gw_response *r, cm_err err, const char *detail, int token_presented);
 
 /**
  * gw_status_response() fills r with an HTTP-level error that has no

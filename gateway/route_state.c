@@ -192,10 +192,10 @@ static cm_err
 build_history(const json_t *b, gw_query_fn query, void *qarg, gw_request *req,
     char *d, size_t dl)
 {
-	Threadgate__Threads__V1__GetHistoryRequest *h = &req->u.history;
-	const char                                 *t = NULL;
+	Threadgate__Threads__V1__GetHistoryRequest *h  = &req->u.history;
+	const char                                 *t  = NULL;
 	const char                                 *ns = "";
-	int64_t                                     n = 0;
+	int64_t                                     n  = 0;
 	cm_err                                      rv;
 
 	*h = (Threadgate__Threads__V1__GetHistoryRequest)
@@ -257,7 +257,7 @@ cm_err
 gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
     gw_request *req, char *d, size_t dl)
 {
-	const char *t = NULL;
+	const char *t  = NULL;
 	const char *ns = "";
 	cm_err      rv;
 

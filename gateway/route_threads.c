@@ -319,8 +319,8 @@ gw_select_parse(
 static cm_err
 build_create(const json_t *b, gw_request *req, char *d, size_t dl)
 {
-	Threadgate__Threads__V1__CreateThreadRequest *c = &req->u.create;
-	const char                                   *s = NULL;
+	Threadgate__Threads__V1__CreateThreadRequest *c      = &req->u.create;
+	const char                                   *s      = NULL;
 	const char                                   *ttl_st = "";
 	int                                           ttl_given = 0;
 	const json_t                                 *ss;
@@ -375,10 +375,10 @@ build_create(const json_t *b, gw_request *req, char *d, size_t dl)
 static cm_err
 build_patch(const json_t *b, gw_request *req, char *d, size_t dl)
 {
-	Threadgate__Threads__V1__UpdateThreadRequest *u = &req->u.update;
-	const char                                   *s = NULL;
+	Threadgate__Threads__V1__UpdateThreadRequest *u      = &req->u.update;
+	const char                                   *s      = NULL;
 	const char                                   *ttl_st = "";
-	int                                           given = 0;
+	int                                           given  = 0;
 	cm_err                                        rv;
 
 	*u = (Threadgate__Threads__V1__UpdateThreadRequest)

@@ -107,8 +107,7 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	    srv->cfg.threads_timeout_ms, gw_request_message(&job->req),
 	    job->match.route->reply_desc, on_threads, job);
 	if (rv != CM_OK) {
-		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv,
-		    NULL);
+		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
 	}
 }
 
@@ -121,8 +120,7 @@ gw_upstream_start(gw_job *job)
 	cm_err rv;
 
 	if (job->auth_bad) {
-		fail(job, CM_EAUTH,
-		    "Invalid Authorization header");
+		fail(job, CM_EAUTH, "Invalid Authorization header");
 		return;
 	}
 	areq.n_authorization = (size_t) job->nauth;

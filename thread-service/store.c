@@ -1266,10 +1266,10 @@ cm_err
 tsvc_store_create_thread(
     tsvc_store *st, const tsvc_create_req *req, tsvc_thread **out)
 {
-	json_t       *meta  = NULL;
-	char         *mtext = NULL;
-	tsvc_thread  *t     = NULL;
-	supersteps    ss    = { 0 };
+	json_t       *meta     = NULL;
+	char         *mtext    = NULL;
+	tsvc_thread  *t        = NULL;
+	supersteps    ss       = { 0 };
 	const char   *strategy = NULL;
 	char          id[CM_UUID_LEN + 1];
 	int64_t       now = cm_now_us();

@@ -91,8 +91,8 @@ child_env(const char *const extra[])
 			env[n++] = *e;
 		}
 	}
-	for (size_t i = 0; extra != NULL && extra[i] != NULL &&
-	     n < HARNESS_ENV_MAX; i++) {
+	for (size_t i = 0;
+	     extra != NULL && extra[i] != NULL && n < HARNESS_ENV_MAX; i++) {
 		env[n++] = (char *) extra[i];
 	}
 	env[n] = NULL;
@@ -103,8 +103,8 @@ int
 tg_proc_start(const char *const argv[], const char *const env[],
     const char *log_path, tg_proc **out)
 {
-	char  **cenv = child_env(env);
-	pid_t   pid;
+	char   **cenv = child_env(env);
+	pid_t    pid;
 	tg_proc *p;
 
 	fflush(NULL);
@@ -232,7 +232,7 @@ tg_wait_http_ok(int port, const char *path, int timeout_ms)
 {
 	int64_t end = cm_mono_ms() + timeout_ms;
 	char    url[256];
-	CURL   *h = curl_easy_init();
+	CURL   *h  = curl_easy_init();
 	int     rv = -1;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port,
