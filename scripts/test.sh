@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 #
 # `make test`: the whole suite, as CI runs it.
-#   1. scripts/deps.sh --test   missing Debian packages, Node >= 20
+#   1. scripts/deps.sh --test   missing Debian packages, Node >= 20;
+#      scripts/check-banned.sh   no banned C functions (STYLE.md 9.14)
 #   2. npm ci                   the pinned JS SDK, jose, oidc-provider
 #                               (skipped when node_modules is already up to
 #                               date with package-lock.json, unless CI=true
@@ -96,6 +97,7 @@ configure_build() {
 }
 
 step "dependencies (scripts/deps.sh --test)" scripts/deps.sh --test || finish
+step "lint: no banned C functions (scripts/check-banned.sh)" scripts/check-banned.sh
 step "node $(scripts/node.sh --version 2>/dev/null || echo '?') + npm ci" npm_ci || finish
 step "build build/ (RelWithDebInfo)" configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || finish
 ctest_step "ctest build/ (all tests)" build
