@@ -2,43 +2,36 @@
 //
 // The thread-service's one internal header.
 //
-// The thread-service stores LangGraph threads and their checkpoints in
-// sqlite3, one row set per owner, and serves proto/threads.proto's
-// ThreadService over nng REQ/REP (common/rpc.h). It is split in three:
+// The thread-service stores LangGraph threads and their checkpoints, one
+// row set per owner, and serves proto/threads.proto's ThreadService over
+// nng REQ/REP (common/rpc.h). It is split along what each part does:
 //
-//   store.c        all SQL: schema, migrations, one connection per worker
-//                  with every statement prepared once, one function per
-//                  rpc taking the request message and returning the reply;
-//                  validation of every request field happens here too, so
-//                  the unit tests cover it without a socket;
-//   json_filter.c  JSON containment (the search filters) and the SQL
-//                  function tg_json_contains() that evaluates it in SQL;
-//   server.c       the rpc handlers: thin adapters from the generated
-//                  service to the store, plus the per-worker init/fini.
+//   store.c        the threads API's semantics, backend-neutral: request
+//                  validation, metadata merge rules, checkpoint chains,
+//                  if_exists, copy, prune, ttl, reply budgets; one
+//                  function per rpc taking the request message and
+//                  returning the reply. Reaches the database only through
+//                  a tsvc_backend (backend.h);
+//   db_sqlite.c    the sqlite3 backend (the embedded default);
+//   db_pg.c        the PostgreSQL backend (libpq);
+//   json_filter.c  JSON containment with PostgreSQL `@>` semantics (the
+//                  sqlite backend evaluates filters with it);
+//   sweeper.c      the TTL sweeper thread;
+//   server.c       one table-driven adapter from the generated service to
+//                  the store functions, and the per-worker init/fini.
 //
-// main.c only reads configuration, opens the storage, starts the server
-// and waits for SIGTERM/SIGINT.
+// main.c only reads configuration, opens the database, starts the server
+// and the sweeper and waits for SIGTERM/SIGINT.
 //
-// Isolation rule: every SQL statement that reads or writes threads or
-// checkpoints constrains owner. The two documented exceptions are the
-// "is this id taken by anyone" probe of CreateThread (it returns only
-// whether the caller owns the row, never the row) and the TTL sweeper's
-// scan for expired rows (a system task; it deletes through the same
-// owner-constrained statements as DeleteThread).
+// Isolation rule: every statement that reads or writes threads or
+// checkpoints constrains owner; the exceptions are listed in backend.h.
 #ifndef TSVC_H
-// Threads that run writes (see server.c: writes may wait for sqlite's
-// one write lock or a checkpoint fsync, so they stay off nng's callback
-// threads). sqlite admits one writer at a time; a few threads let one wait
-// on the lock while another finishes without queueing every write behind
-// a busy one.
-#define TSVC_WRITE_THREADS 4
 #define TSVC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "common/err.h"
 #include "common/rpc.h"
@@ -88,12 +81,37 @@
 // Most expired threads deleted by one sweep transaction, so the sweeper
 // never holds the writer lock for long; the rest go in the next sweep.
 #define TSVC_SWEEP_BATCH 256
-// Default worker count (THREAD_WORKERS).
-#define TSVC_WORKERS_DEFAULT 8
 // Default seconds between TTL sweeps (THREAD_TTL_SWEEP_S); 0 disables.
 #define TSVC_SWEEP_DEFAULT_S 60
 // Largest sweep interval accepted: one day.
 #define TSVC_SWEEP_MAX_S 86400
+// Longest THREADS_DB value, in bytes (a path or a connection URL).
+#define TSVC_DB_TARGET_MAX 4096
+
+// Worker lanes. Each rpc runs on the lane of its kind, on threads of its
+// own (never on nng's callback threads), each thread holding one database
+// connection: the connections of a process are the sum of the three plus
+// one for the sweeper. A slow search can then only delay other searches:
+// point reads and writes have threads of their own.
+//  - point reads (GetThread, GetState): short, by primary key;
+#define TSVC_READ_WORKERS_DEFAULT 4
+//  - scans (SearchThreads, CountThreads, GetHistory): may read many rows;
+#define TSVC_SCAN_WORKERS_DEFAULT 4
+//  - writes: sqlite admits one writer at a time, so a few threads let one
+//    wait on the lock while another finishes; PostgreSQL writers only
+//    serialize per thread row.
+#define TSVC_WRITE_WORKERS_DEFAULT 4
+// Most threads one lane may have (THREAD_*_WORKERS).
+#define TSVC_LANE_WORKERS_MAX 64
+// Requests one lane may hold queued beyond its running ones; more are
+// answered CM_EUNAVAIL (503, retry) at once instead of waiting for their
+// deadline in a queue that cannot drain in time.
+#define TSVC_LANE_QUEUE_PER_WORKER 16
+// PostgreSQL: default statement_timeout backstop (THREADS_DB_STATEMENT_
+// TIMEOUT_MS); every query is also cancelled at its request's deadline.
+#define TSVC_STATEMENT_TIMEOUT_DEFAULT_MS 10000
+// PostgreSQL: default connect timeout (THREADS_DB_CONNECT_TIMEOUT_MS).
+#define TSVC_CONNECT_TIMEOUT_DEFAULT_MS 3000
 
 // Short names for the generated message types.
 typedef Threadgate__Threads__V1__Thread               tsvc_thread;
@@ -118,38 +136,87 @@ typedef Threadgate__Threads__V1__HistoryReply         tsvc_history_reply;
 // store.c
 // ---------------------------------------------------------------------
 
+/** Options of a database (main.c fills them from the environment). */
+typedef struct tsvc_db_options {
+	// sqlite: how long a writer waits for the write lock.
+	int busy_timeout_ms;
+	// PostgreSQL: server-side statement_timeout of every connection, a
+	// backstop behind the per-request deadline; 0 = none.
+	int statement_timeout_ms;
+	// PostgreSQL: connect timeout of each (re)connection.
+	int connect_timeout_ms;
+} tsvc_db_options;
+
+/** tsvc_db_options_default() gives the documented defaults. */
+tsvc_db_options tsvc_db_options_default(void);
+
 /**
- * tsvc_store is one sqlite connection with all its prepared statements.
- * It belongs to exactly one thread at a time (one per rpc worker, one for
- * the sweeper); it is never shared.
+ * tsvc_db is an open database: the backend THREADS_DB selects and what its
+ * connections share. Thread-safe; connections (tsvc_store) come from it.
+ */
+typedef struct tsvc_db tsvc_db;
+
+/**
+ * tsvc_db_open() selects the backend from target and opens it, applying
+ * the schema migrations (safe when several replicas start at once):
+ *   - "postgres://...", "postgresql://..." or a libpq keyword string
+ *     ("host=... dbname=...": starts with a keyword and '=') ->
+ *     PostgreSQL;
+ *   - "sqlite:///abs/path", "sqlite://rel/path", "sqlite:path" or any
+ *     other text -> a sqlite file path (its directory must exist).
+ * opt may be NULL (defaults). Returns CM_OK and *out (free with
+ * tsvc_db_close); CM_EINVAL for an empty or over-long target;
+ * CM_EUNAVAIL when the database cannot be opened or reached, is not ours,
+ * or has a schema newer than this build. detail (may be NULL) gets the
+ * reason, never a password. Call from any thread.
+ */
+cm_err tsvc_db_open(const char *target, const tsvc_db_options *opt,
+    tsvc_db **out, char *detail, size_t detail_len);
+
+/** tsvc_db_close() closes db; every store must be closed first. NULL OK. */
+void tsvc_db_close(tsvc_db *db);
+
+/** tsvc_db_backend_name() is "sqlite" or "postgres" (static string). */
+const char *tsvc_db_backend_name(const tsvc_db *db);
+
+/**
+ * tsvc_store is one connection of a database with the state of the
+ * request running on it. It belongs to exactly one thread at a time (one
+ * per worker, one for the sweeper); it is never shared.
  */
 typedef struct tsvc_store tsvc_store;
 
 /**
- * tsvc_store_open() opens (creating if missing) the database file at
- * path, sets WAL mode, synchronous=NORMAL, foreign keys and the busy
- * timeout, creates or migrates the schema (PRAGMA user_version), registers
- * tg_json_contains() and prepares every statement.
- *
- * The directory of path must exist. Returns CM_OK and a new store in *out
- * (free with tsvc_store_close), CM_EINVAL when path is NULL or empty,
- * CM_EUNAVAIL when the file cannot be opened, is not a database, or has a
- * schema newer than this build understands. On error detail (if not NULL)
- * gets a reason of at most detail_len bytes. Any thread may call it; the
- * store then belongs to that thread.
+ * tsvc_store_open() opens a new connection of db. Returns CM_OK and *out
+ * (free with tsvc_store_close), CM_EUNAVAIL when the database cannot be
+ * reached (detail gets why). Any thread may call it; the store then
+ * belongs to that thread.
  */
 cm_err tsvc_store_open(
-    const char *path, tsvc_store **out, char *detail, size_t detail_len);
+    tsvc_db *db, tsvc_store **out, char *detail, size_t detail_len);
 
-/** tsvc_store_close() finalizes every statement and closes. NULL is OK. */
+/** tsvc_store_close() closes the connection. NULL is OK. */
 void tsvc_store_close(tsvc_store *st);
+
+/**
+ * tsvc_store_set_deadline() sets the absolute deadline (Unix ms, 0 =
+ * none) of the calls that follow on st: work still running when it passes
+ * is abandoned and the call fails with CM_ETIMEDOUT.
+ */
+void tsvc_store_set_deadline(tsvc_store *st, int64_t deadline_unix_ms);
 
 /**
  * tsvc_store_detail() returns the reason of the last failed call on st
  * (borrowed, valid until the next call). It is safe to send to the client:
- * it never names another owner's data or sqlite internals.
+ * it never names another owner's data or database internals.
  */
 const char *tsvc_store_detail(const tsvc_store *st);
+
+/**
+ * tsvc_store_ping() is a round trip to the database (Health). CM_OK or
+ * CM_EUNAVAIL / CM_ETIMEDOUT.
+ */
+cm_err tsvc_store_ping(tsvc_store *st);
 
 // The rpc functions below share one contract:
 //  - req is borrowed; it is never changed.
@@ -160,8 +227,10 @@ const char *tsvc_store_detail(const tsvc_store *st);
 //    when a field is malformed (non-UUID id, JSON that is not the
 //    required type, out-of-range number, unknown enum value), and
 //    CM_ETOOBIG when a field is over its TSVC_* limit; CM_EUNAVAIL when
-//    the database stayed locked past TSVC_BUSY_TIMEOUT_MS; CM_EINTERNAL
-//    when sqlite failed otherwise. The reason is in tsvc_store_detail().
+//    the database is unreachable or stayed locked past its busy timeout;
+//    CM_ETIMEDOUT when the deadline (tsvc_store_set_deadline) passed;
+//    CM_EINTERNAL when the database failed otherwise. The reason is in
+//    tsvc_store_detail().
 //  - Only the owner's rows are read or changed. A thread of another owner
 //    behaves exactly like a missing one, with the same detail text.
 //  - Call only from the thread that owns st.
@@ -198,8 +267,10 @@ cm_err tsvc_store_delete_thread(tsvc_store *st, const tsvc_thread_ref *req);
 /**
  * tsvc_store_search_threads(): SearchThreads. Containment filters on
  * metadata and values, ids, status, limit 1..TSVC_PAGE_MAX, offset >= 0,
- * four sort columns both ways with thread_id as the tie-break; total is
- * the number of all matches.
+ * four sort columns both ways with thread_id as the tie-break. total is
+ * offset + page length, plus 1 when more matches follow (the reference
+ * server's X-Pagination-Total): finding it costs one extra row, never a
+ * count of every match. CountThreads gives the exact count.
  */
 cm_err tsvc_store_search_threads(
     tsvc_store *st, const tsvc_search_req *req, tsvc_search_reply **out);
@@ -265,57 +336,90 @@ cm_err tsvc_store_get_history(
     tsvc_store *st, const tsvc_history_req *req, tsvc_history_reply **out);
 
 /**
- * tsvc_store_sweep() deletes up to TSVC_SWEEP_BATCH threads (and their
- * checkpoints) whose ttl_strategy is "delete" and whose updated_at +
- * ttl_minutes is at or before now_us. *deleted (may be NULL) gets the
- * number deleted. Returns CM_OK, CM_EUNAVAIL (locked) or CM_EINTERNAL.
- * Call from the thread that owns st (the sweeper).
+ * tsvc_store_sweep() deletes, in batches of at most TSVC_SWEEP_BATCH (one
+ * transaction each, so writers get the lock between), every thread of any
+ * owner whose ttl has expired at now_us: ttl_strategy "delete" and
+ * updated_at + ttl_minutes <= now_us. *deleted (may be NULL) gets how
+ * many. Safe to run in several replicas at once. Returns CM_OK or the
+ * backend's error (the batches done stay done).
  */
 cm_err tsvc_store_sweep(tsvc_store *st, int64_t now_us, int64_t *deleted);
+
+// ---------------------------------------------------------------------
+// sweeper.c
+// ---------------------------------------------------------------------
+
+/** tsvc_sweeper is the TTL sweeper thread with its own connection. */
+typedef struct tsvc_sweeper tsvc_sweeper;
+
+/**
+ * tsvc_sweeper_start() opens a connection of db and starts a thread that
+ * runs tsvc_store_sweep() at once and then every interval_s seconds
+ * (1..TSVC_SWEEP_MAX_S), logging what it deleted and any failure (a
+ * failed sweep is retried at the next interval). Returns CM_OK and *out,
+ * CM_EINVAL for a bad interval, or the error of tsvc_store_open() /
+ * CM_EINTERNAL when the thread cannot start. Call from the main thread.
+ */
+cm_err tsvc_sweeper_start(tsvc_db *db, int64_t interval_s, tsvc_sweeper **out);
+
+/**
+ * tsvc_sweeper_stop() wakes the thread, waits for the sweep in progress
+ * to end, closes its connection and frees sw. NULL is OK.
+ */
+void tsvc_sweeper_stop(tsvc_sweeper *sw);
+
+/**
+ * tsvc_sweeper_runs() is how many sweeps have completed (for tests and
+ * metrics). Thread-safe.
+ */
+uint64_t tsvc_sweeper_runs(const tsvc_sweeper *sw);
 
 // ---------------------------------------------------------------------
 // json_filter.c
 // ---------------------------------------------------------------------
 
 /**
- * tsvc_json_contains() is 1 when doc contains filter: for an object
- * filter, doc is an object holding every key of filter with a value that
- * contains the filter's value (recursively); for any other filter, doc
- * equals it (json_equal: arrays element-wise, numbers by type and value).
- * An empty object filter matches any doc, even NULL. Otherwise a NULL doc
- * matches nothing. Both are borrowed. Recursion is bounded by the depth of
- * filter (at most CM_JSON_MAX_DEPTH after cm_json_parse). Thread-safe.
+ * tsvc_json_contains() is 1 when doc contains filter, with PostgreSQL's
+ * jsonb containment rules (`doc @> filter`), so every backend answers a
+ * filter alike: an object contains an object when every key of the filter
+ * is in it with a value that contains the filter's value; an array
+ * contains an array when every element of the filter is contained in
+ * some element of it (order and duplicates do not matter; a scalar only
+ * matches an equal scalar); scalars contain equal scalars (numbers by
+ * value: 1 equals 1.0; strings byte for byte); values of different types
+ * never contain each other. At the top level only, an array also
+ * contains a scalar that is one of its elements. NULL doc or filter
+ * gives 0. Both are borrowed. Recursion is bounded by the depth of filter
+ * (at most CM_JSON_MAX_DEPTH after cm_json_parse). Thread-safe.
  */
 int tsvc_json_contains(const json_t *doc, const json_t *filter);
 
-/**
- * tsvc_sql_register() registers the deterministic SQL function
- * tg_json_contains(doc TEXT, filter TEXT) on db: 1 when doc contains
- * filter, 0 when not or when doc is NULL or not JSON (a NULL doc matches
- * an empty-object filter), NULL when filter is NULL, and an SQL error when
- * filter is not JSON (the store validates filters before binding them, so
- * that cannot happen from a request). The parsed filter is cached per
- * statement execution with sqlite3_set_auxdata. Returns CM_OK or
- * CM_EINTERNAL. Call on the thread that owns db.
- */
-cm_err tsvc_sql_register(sqlite3 *db);
 
 // ---------------------------------------------------------------------
 // server.c
 // ---------------------------------------------------------------------
 
+/** The worker lanes (see TSVC_*_WORKERS_DEFAULT). */
+typedef enum tsvc_lane {
+	TSVC_LANE_READ  = 0,
+	TSVC_LANE_SCAN  = 1,
+	TSVC_LANE_WRITE = 2,
+	TSVC_NLANES     = 3,
+} tsvc_lane;
+
 /**
- * tsvc_service() returns the ThreadService with this service's handlers
- * (a static object; borrowed). Thread-safe.
+ * tsvc_service() returns the ThreadService (a static object; borrowed):
+ * its invoke() is one table-driven adapter that hands each call to its
+ * lane and, there, runs the store function of the same name on the
+ * worker's store with the call's deadline. Thread-safe.
  */
 ProtobufCService *tsvc_service(void);
 
 /**
- * tsvc_worker_init() is the cm_rpc worker_init hook: arg is the database
- * path (const char *, borrowed for the server's lifetime). It opens a
- * tsvc_store for the worker (returned as the worker state). On failure
- * *err is set (see tsvc_store_open) and NULL returned. Called on the
- * worker's thread by cm_rpc_server_start.
+ * tsvc_worker_init() is the cm_rpc worker_init hook: arg is the tsvc_db
+ * (borrowed for the server's lifetime). It opens a tsvc_store for the
+ * worker (returned as the worker state). On failure *err is set (see
+ * tsvc_store_open) and NULL returned.
  */
 void *tsvc_worker_init(void *arg, int index, cm_err *err);
 
