@@ -192,6 +192,11 @@ typedef struct tsvc_backend {
 	// transaction) holds the row until the transaction ends.
 	cm_err (*thread_get)(tsvc_store *st, const char *owner, const char *id,
 	    int lock, tsvc_thread **out);
+	// Whether the owner's thread exists, without reading its documents:
+	// *created_us gets its created_at, or 0 when there is none. lock as
+	// thread_get.
+	cm_err (*thread_created)(tsvc_store *st, const char *owner,
+	    const char *id, int lock, int64_t *created_us);
 	// Sets metadata and ttl; updated_at = max(now_us, updated_at + 1).
 	// *changed (may be NULL) is the number of rows changed (0 or 1).
 	cm_err (*thread_update)(tsvc_store *st, const char *owner,
