@@ -666,6 +666,143 @@ test_json_contains_unit(void **state)
 	json_decref(f);
 }
 
+// The metadata equality index (sqlite's thread_meta, PostgreSQL's GIN)
+// and the plain ordered walk must give the same answers: a rare pair
+// (few matches: the index plan), a common one (at least the sqlite
+// backend's META_PLAN_MAX of 1000 matches: the ordered walk), both
+// together, and the index kept in step with update, copy and delete.
+#define BULK_N 1005
+
+static void
+test_metadata_index_plans(void **state)
+{
+	fixture           *fx = *state;
+	tsvc_search_reply *r  = NULL;
+	char              *rare[BULK_N / 200 + 1];
+	size_t             nrare = 0;
+	char               meta[128];
+	char              *copy_src;
+
+	for (int i = 0; i < BULK_N; i++) {
+		char *id;
+
+		snprintf(meta, sizeof(meta),
+		    "{\"bulk\":\"b\",\"i\":%d,\"sel\":\"%s\",\"r\":1.5}", i,
+		    i % 200 == 0 ? "rare" : "common");
+		id = create(fx->st, ALICE, meta);
+		if (i % 200 == 0) {
+			rare[nrare++] = id;
+		} else {
+			free(id);
+		}
+	}
+	// Another owner's identical pairs are never seen.
+	for (int i = 0; i < 3; i++) {
+		free(create(fx->st, BOB, "{\"bulk\":\"b\",\"sel\":\"rare\"}"));
+	}
+	assert_int_equal(nrare, 6);
+	// Rare pair: every match, newest first.
+	assert_int_equal(search(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL, 100,
+	                     0, 0, 0, &r),
+	    CM_OK);
+	assert_int_equal(r->n_threads, nrare);
+	for (size_t i = 0; i < nrare; i++) {
+		assert_string_equal(
+		    r->threads[i]->thread_id, rare[nrare - 1 - i]);
+	}
+	msg_free(r);
+	r = NULL;
+	assert_int_equal(count(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 6);
+	// Common pair: a page, more to follow; the exact count.
+	assert_int_equal(
+	    search(fx->st, ALICE, "{\"bulk\":\"b\"}", NULL, 10, 0, 0, 0, &r),
+	    CM_OK);
+	assert_int_equal(r->n_threads, 10);
+	assert_int_equal(r->total, 11);
+	msg_free(r);
+	r = NULL;
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"bulk\":\"b\"}", NULL), BULK_N);
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"bulk\":\"b\",\"sel\":\"common\"}", NULL),
+	    BULK_N - 6);
+	// Both: the rarer pair drives, the other still filters.
+	assert_int_equal(n_matches(fx->st, ALICE,
+	                     "{\"bulk\":\"b\",\"sel\":\"rare\"}", NULL),
+	    6);
+	assert_int_equal(n_matches(fx->st, ALICE,
+	                     "{\"bulk\":\"x\",\"sel\":\"rare\"}", NULL),
+	    0);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"i\":400,\"sel\":\"rare\"}", NULL), 1);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"i\":401,\"sel\":\"rare\"}", NULL), 0);
+	// A real, a string that looks like a number, a nested filter:
+	// answered exactly without the index.
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"r\":1.5,\"sel\":\"rare\"}", NULL), 6);
+	assert_int_equal(n_matches(fx->st, ALICE, "{\"i\":\"400\"}", NULL), 0);
+	assert_int_equal(n_matches(fx->st, ALICE, "{\"i\":400.0}", NULL), 1);
+	// The index follows updates, copies and deletes.
+	{
+		tsvc_thread    *t = NULL;
+		tsvc_thread_ref ref =
+		    THREADGATE__THREADS__V1__THREAD_REF__INIT;
+
+		assert_int_equal(update_meta(fx->st, ALICE, rare[0],
+		                     "{\"sel\":\"gone\"}", &t),
+		    CM_OK);
+		msg_free(t);
+		t = NULL;
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 5);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"gone\"}", NULL), 1);
+		copy_src      = rare[1];
+		ref.owner     = ALICE;
+		ref.thread_id = copy_src;
+		assert_int_equal(
+		    tsvc_store_copy_thread(fx->st, &ref, &t), CM_OK);
+		msg_free(t);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 6);
+		ref.thread_id = rare[2];
+		assert_int_equal(
+		    tsvc_store_delete_thread(fx->st, &ref), CM_OK);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 5);
+	}
+	assert_int_equal(
+	    n_matches(fx->st, BOB, "{\"sel\":\"rare\"}", NULL), 3);
+	for (size_t i = 0; i < nrare; i++) {
+		free(rare[i]);
+	}
+}
+
+// A call whose deadline has passed is abandoned with CM_ETIMEDOUT, and
+// the connection serves the next call.
+static void
+test_deadline(void **state)
+{
+	fixture           *fx = *state;
+	tsvc_search_reply *r  = NULL;
+
+	for (int i = 0; i < 300; i++) {
+		free(create(fx->st, ALICE, "{\"x\":{\"y\":2}}"));
+	}
+	tsvc_store_set_deadline(fx->st, cm_now_ms() - 1);
+	assert_int_equal(
+	    search(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL, 10, 0, 0, 0, &r),
+	    CM_ETIMEDOUT);
+	assert_null(r);
+	assert_int_equal(count(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL), -1);
+	tsvc_store_set_deadline(fx->st, cm_now_ms() + 60000);
+	assert_int_equal(count(fx->st, ALICE, "{\"x\":{\"y\":2}}", NULL), 300);
+	tsvc_store_set_deadline(fx->st, 0);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL), 0);
+}
+
 // ids sorted the way the store should return them.
 static void
 check_order(tsvc_store *st, int sort_by, int asc, char **want, size_t n)
@@ -1410,6 +1547,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_containment_filters, setup, teardown),
 		cmocka_unit_test(test_json_contains_unit),
+		cmocka_unit_test_setup_teardown(
+		    test_metadata_index_plans, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_sort_orders, setup, teardown),
 		cmocka_unit_test_setup_teardown(
