@@ -397,7 +397,7 @@ export async function startStack(opts = {}) {
 	stack.specs.threads = {
 		args: [],
 		env: { THREAD_SERVICE_URL: stack.threadsUrl, THREADS_DB: path.join(dir, 'threads.db'),
-			THREAD_WORKERS: '4', ...o.threadsEnv },
+			...o.threadsEnv },
 	};
 	stack.specs.auth = {
 		args: [],
