@@ -263,6 +263,13 @@ extern const tsvc_backend tsvc_backend_pg;
 // ---------------------------------------------------------------------
 
 /**
+ * tsvc_db_backend() is db's backend table (static). For code that drives
+ * a backend directly: the backends themselves and the bulk loader of
+ * bench/ (which batches many inserts in one transaction).
+ */
+const tsvc_backend *tsvc_db_backend(const tsvc_db *db);
+
+/**
  * tsvc_store_fail() sets st's detail from fmt and returns err, so a
  * backend writes `return (tsvc_store_fail(st, CM_EUNAVAIL, "..."));`.
  */

@@ -238,7 +238,7 @@ static cm_err
 parse_filter(tsvc_store *st, const char *in, const char *what, char **text,
     json_t **doc)
 {
-	json_t *v;
+	json_t *v = NULL;
 	cm_err  rv;
 
 	*text = NULL;
@@ -738,6 +738,12 @@ tsvc_db_close(tsvc_db *db)
 	}
 	db->be->db_close(db->impl);
 	free(db);
+}
+
+const tsvc_backend *
+tsvc_db_backend(const tsvc_db *db)
+{
+	return (db->be);
 }
 
 const char *
