@@ -121,7 +121,12 @@
 //  - point reads (GetThread, GetState): short, by primary key;
 #define TSVC_READ_WORKERS_DEFAULT 4
 //  - scans (SearchThreads, CountThreads, GetHistory): may read many rows;
+//    their threads run at a lower priority (nice + TSVC_SCAN_NICE), so
+//    while scans keep every core busy, the short calls of the other lanes
+//    (and the gateway and auth-service on the same host) still get the
+//    CPU at once: a point read is not slowed by a full scan.
 #define TSVC_SCAN_WORKERS_DEFAULT 4
+#define TSVC_SCAN_NICE            10
 //  - writes: sqlite admits one writer at a time, so a few threads let one
 //    wait on the lock while another finishes; PostgreSQL writers only
 //    serialize per thread row.
