@@ -43,6 +43,12 @@ cm_log_init(const char *svc, cm_log_level min_level)
 	}
 }
 
+const char *
+cm_log_service(void)
+{
+	return (log_svc);
+}
+
 cm_log_level
 cm_log_level_from_env(void)
 {

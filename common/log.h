@@ -51,6 +51,9 @@ typedef enum cm_log_format {
  */
 void cm_log_init(const char *svc, cm_log_level min_level);
 
+/** cm_log_service() is the service name given to cm_log_init(). */
+const char *cm_log_service(void);
+
 /** cm_log_level_from_env() reads LOG_LEVEL; default CM_LOG_INFO. */
 cm_log_level cm_log_level_from_env(void);
 

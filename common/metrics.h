@@ -293,10 +293,19 @@ void cm_metrics_http_stop(cm_metrics_http *h);
  * cm_metrics_serve_env() is what a service's main() calls: it adds the
  * process metrics and threadgate_build_info{service=svc} to the default
  * registry and, when METRICS_ADDR is set, starts the listener there
- * (METRICS_PORT_FILE: where to write the bound port). *out is NULL when
- * METRICS_ADDR is unset (metrics are then only kept in memory). Returns
- * what cm_metrics_http_start() returns.
+ * (METRICS_PORT_FILE: where to write the bound port). It acts once per
+ * process: later calls (e.g. the rpc server's, see cm_rpc_server_start())
+ * return CM_OK with *out NULL. *out is NULL too when METRICS_ADDR is unset
+ * (metrics are then only kept in memory). Returns what
+ * cm_metrics_http_start() returns. Stop the listener with
+ * cm_metrics_serve_env_stop().
  */
 cm_err cm_metrics_serve_env(const char *svc, cm_metrics_http **out);
+
+/**
+ * cm_metrics_serve_env_stop() stops a listener from cm_metrics_serve_env()
+ * (NULL allowed: nothing to stop) so a later call may start one again.
+ */
+void cm_metrics_serve_env_stop(cm_metrics_http *h);
 
 #endif // CM_METRICS_H

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,18 +322,42 @@ cm_metrics_http_stop(cm_metrics_http *h)
 	free(h);
 }
 
+// The listener started from the environment: one per process, whoever
+// asks first (a service's main(), else its rpc server) starts it.
+static pthread_mutex_t env_mu = PTHREAD_MUTEX_INITIALIZER;
+static int             env_done;
+
 cm_err
 cm_metrics_serve_env(const char *svc, cm_metrics_http **out)
 {
 	cm_metrics *r    = cm_metrics_default();
 	const char *addr = cm_env_str("METRICS_ADDR", NULL);
+	cm_err      rv   = CM_OK;
 
 	*out = NULL;
-	cm_metrics_add_process(r);
-	cm_metrics_add_build_info(r, svc, TG_VERSION);
-	if (addr == NULL) {
+	pthread_mutex_lock(&env_mu);
+	if (env_done) {
+		pthread_mutex_unlock(&env_mu);
 		return (CM_OK);
 	}
-	return (cm_metrics_http_start(
-	    r, addr, cm_env_str("METRICS_PORT_FILE", NULL), out));
+	cm_metrics_add_process(r);
+	cm_metrics_add_build_info(r, svc, TG_VERSION);
+	if (addr != NULL) {
+		rv = cm_metrics_http_start(
+		    r, addr, cm_env_str("METRICS_PORT_FILE", NULL), out);
+	}
+	env_done = rv == CM_OK;
+	pthread_mutex_unlock(&env_mu);
+	return (rv);
+}
+
+void
+cm_metrics_serve_env_stop(cm_metrics_http *h)
+{
+	pthread_mutex_lock(&env_mu);
+	if (h != NULL) {
+		cm_metrics_http_stop(h);
+		env_done = 0;
+	}
+	pthread_mutex_unlock(&env_mu);
 }

@@ -142,6 +142,8 @@ struct cm_rpc_server {
 	int             qstop;
 	rpc_obs         obs;
 	rpc_health      health;
+	cm_metrics_http
+	    *mh; // METRICS_ADDR listener, when this server started it
 };
 
 // Output of one handler invocation, filled by the closure.
@@ -798,6 +800,7 @@ server_free(cm_rpc_server *srv)
 	int nstates = srv->cfg.nworkers + srv->cfg.nblocking;
 
 	health_stop(srv);
+	cm_metrics_serve_env_stop(srv->mh);
 
 	// Order matters with nng 1.5.2, which crashes when a socket closes
 	// under an operation in progress: stop receiving, let the blocking
@@ -936,6 +939,10 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 		nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
 	}
 	err = health_start(srv);
+	if (err != CM_OK) {
+		goto fail;
+	}
+	err = cm_metrics_serve_env(cm_log_service(), &srv->mh);
 	if (err != CM_OK) {
 		goto fail;
 	}

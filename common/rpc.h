@@ -147,10 +147,14 @@ typedef struct cm_rpc_server_config {
 /**
  * cm_rpc_server_start() opens the REP socket, listens on cfg->url (with
  * NNG_OPT_RECVMAXSZ = CM_RPC_MAX_MSG), runs every worker_init and starts
- * the workers. Returns CM_OK and the server in *out, CM_EINVAL for a bad
- * config, CM_EUNAVAIL when the URL cannot be listened on (in use, bad
- * path), or the error a worker_init reported. *out is written only on
- * success. For an ipc:// URL a stale socket file is replaced.
+ * the workers and the health thread. When METRICS_ADDR is set and the
+ * process has not started its metrics listener yet, it starts it
+ * (cm_metrics_serve_env() with the cm_log_init() service name; stopped
+ * with the server), so a service has /metrics without code of its own.
+ * Returns CM_OK and the server in *out, CM_EINVAL for a bad config or
+ * METRICS_ADDR, CM_EUNAVAIL when the URL (or METRICS_ADDR) cannot be
+ * listened on (in use, bad path), or the error a worker_init reported. *out is
+ * written only on success. For an ipc:// URL a stale socket file is replaced.
  */
 cm_err cm_rpc_server_start(
     const cm_rpc_server_config *cfg, cm_rpc_server **out);
