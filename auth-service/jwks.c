@@ -755,6 +755,8 @@ do_fetch(auth_jwks *j, auth_worker *w)
 	    url, (long long) age);
 	ks = NULL;
 out:
+	cm_counter_inc(
+	    rv == CM_OK ? auth_g_metrics.jwks_ok : auth_g_metrics.jwks_error);
 	if (rv != CM_OK && j->discover) {
 		// Rediscover next time: the jwks_uri may have moved.
 		pthread_rwlock_wrlock(&j->lock);
