@@ -61,7 +61,6 @@ static void
 on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 {
 	gw_job                         *job = arg;
-	gw_server                      *srv = job->srv;
 	Threadgate__Auth__V1__Identity *id  = (void *) reply;
 	gw_identity                     who;
 	cm_err                          rv;
@@ -103,9 +102,9 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 		return;
 	}
 	*job->req.owner_slot = job->identity;
-	rv = cm_rpc_call_async(srv->threads, job->match.route->rpc, job->rid,
-	    srv->cfg.threads_timeout_ms, gw_request_message(&job->req),
-	    job->match.route->reply_desc, on_threads, job);
+	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
+	    gw_request_message(&job->req), job->match.route->reply_desc,
+	    on_threads);
 	if (rv != CM_OK) {
 		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
 	}
@@ -114,7 +113,6 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 void
 gw_upstream_start(gw_job *job)
 {
-	gw_server                                *srv = job->srv;
 	Threadgate__Auth__V1__AuthenticateRequest areq =
 	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
 	cm_err rv;
@@ -125,9 +123,8 @@ gw_upstream_start(gw_job *job)
 	}
 	areq.n_authorization = (size_t) job->nauth;
 	areq.authorization   = job->auth;
-	rv = cm_rpc_call_async(srv->auth, "Authenticate", job->rid,
-	    srv->cfg.auth_timeout_ms, &areq.base,
-	    &threadgate__auth__v1__identity__descriptor, on_auth, job);
+	rv = gw_ops_call(job, GW_UP_AUTH, "Authenticate", &areq.base,
+	    &threadgate__auth__v1__identity__descriptor, on_auth);
 	if (rv != CM_OK) {
 		fail(job, CM_EUNAVAIL, NULL);
 	}
