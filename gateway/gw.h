@@ -9,7 +9,7 @@
 //   routes.c   method + path pattern -> route (404 / 405 + Allow / 422 for
 //              a path id that is not a UUID)
 //   route_*.c  request JSON -> proto request (422 on bad input), and the
-//              proto reply -> JSON response
+//              proto reply -> JSON response (jsonw.c writes it)
 //   upstream.c the async chain: suspend -> Authenticate -> gw_authorize()
 //              -> thread-service rpc -> resume; never blocks an HTTP thread
 //   authz.c    the one authorization decision
@@ -429,12 +429,72 @@ cm_err gw_body_uuid(const char *key, const json_t *body, const char **out,
  */
 char *gw_req_keep(gw_request *req, char *s);
 
+// ---------------------------------------------------------------------
+// jsonw.c: the JSON writer replies are rendered with
+// ---------------------------------------------------------------------
+
+// Deepest nesting the writer's own containers reach (our replies nest 4
+// levels; embedded JSON text has its own CM_JSON_MAX_DEPTH check).
+#define GW_JW_DEPTH_MAX 16
+
 /**
- * gw_json_field() parses JSON text from the thread-service into a new
- * reference in *out; "" gives def (stolen either way). CM_EINTERNAL when
- * the text does not parse.
+ * gw_jw writes compact JSON (the bytes jansson's JSON_COMPACT prints)
+ * into a growing buffer. Commas are placed by the writer; a value after
+ * gw_jw_key() belongs to that key. err is set (and sticks) when embedded
+ * JSON text or a string is invalid; the output is then unusable.
  */
-cm_err gw_json_field(const char *text, json_t *def, json_t **out);
+typedef struct gw_jw {
+	char         *buf;
+	size_t        len;
+	size_t        cap;
+	int           depth;
+	int           after_key;
+	int           err;
+	unsigned char nonempty[GW_JW_DEPTH_MAX];
+} gw_jw;
+
+/** gw_jw_init() empties w; gw_jw_fini() frees its buffer (NULL ok). */
+void gw_jw_init(gw_jw *w);
+void gw_jw_fini(gw_jw *w);
+
+/**
+ * gw_jw_take() returns the output (new, NUL-terminated; *len bytes) and
+ * empties w.
+ */
+char *gw_jw_take(gw_jw *w, size_t *len);
+
+/** Containers, keys and scalar values. Strings must be valid UTF-8. */
+void gw_jw_obj(gw_jw *w);
+void gw_jw_obj_end(gw_jw *w);
+void gw_jw_arr(gw_jw *w);
+void gw_jw_arr_end(gw_jw *w);
+void gw_jw_key(gw_jw *w, const char *key);
+void gw_jw_str(gw_jw *w, const char *s);
+void gw_jw_int(gw_jw *w, int64_t v);
+void gw_jw_real(gw_jw *w, double v);
+void gw_jw_null(gw_jw *w);
+
+/** gw_jw_raw() appends n bytes as they are (no separator). */
+void gw_jw_raw(gw_jw *w, const char *s, size_t n);
+
+/** gw_jw_raw_value() appends a constant JSON value ("{}", "[]"). */
+void gw_jw_raw_value(gw_jw *w, const char *json);
+
+/**
+ * gw_jw_json() appends the JSON text (n bytes) as one value, checked
+ * (one value, nesting at most CM_JSON_MAX_DEPTH, valid strings, UTF-8 and
+ * numbers) and without its insignificant whitespace, in one pass with no
+ * allocation besides the output. CM_EINVAL (and w->err) when it is not
+ * valid JSON.
+ */
+cm_err gw_jw_json(gw_jw *w, const char *text, size_t n);
+
+/**
+ * gw_jw_field() writes key and the JSON text from the thread-service
+ * ("" or NULL gives the JSON text def). CM_EINVAL when it is not valid.
+ */
+cm_err gw_jw_field(
+    gw_jw *w, const char *key, const char *text, const char *def);
 
 /**
  * gw_state_build() fills req for the state and history routes from the
@@ -445,11 +505,11 @@ cm_err gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
     gw_request *req, char *detail, size_t detail_len);
 
 /**
- * gw_state_render() turns a state/history reply into a new JSON value in
- * *out. CM_EINTERNAL for unparsable JSON text. (route_state.c)
+ * gw_state_render() writes a state/history reply to w. CM_EINTERNAL for
+ * invalid JSON text. (route_state.c)
  */
 cm_err gw_state_render(
-    const gw_request *req, const ProtobufCMessage *reply, json_t **out);
+    const gw_request *req, const ProtobufCMessage *reply, gw_jw *w);
 
 /** gw_request_fini() frees everything req owns. NULL allowed. */
 void gw_request_fini(gw_request *req);
@@ -470,15 +530,15 @@ cm_err gw_reply_render(
     const gw_request *req, const ProtobufCMessage *reply, gw_response *r);
 
 /**
- * gw_thread_json() returns a new JSON object for t with only the fields
+ * gw_thread_json() writes the JSON object for t with only the fields
  * in mask (GW_F_*): thread_id, created_at/updated_at (ISO-8601 with
  * offset), metadata, status, config, values (omitted when the service sent
  * ""), interrupts, ttl ({"ttl", "strategy"}, only when set), context ({}),
- * error (null). CM_EINTERNAL when a JSON field does not parse; *out is
- * written only on success.
+ * error (null). CM_EINTERNAL when a JSON field is not valid JSON (w is
+ * then unusable).
  */
 cm_err gw_thread_json(
-    const Threadgate__Threads__V1__Thread *t, unsigned mask, json_t **out);
+    const Threadgate__Threads__V1__Thread *t, unsigned mask, gw_jw *w);
 
 /**
  * gw_select_parse() turns a JSON "select" array into a GW_F_* mask.
@@ -489,26 +549,26 @@ cm_err gw_select_parse(
     const json_t *sel, unsigned *mask, char *detail, size_t detail_len);
 
 /**
- * gw_state_json() returns a new ThreadState JSON object for a StateReply
+ * gw_state_json() writes the ThreadState JSON object for a StateReply
  * (the empty state when has_checkpoint is false). thread_id is the path
- * id (used for the empty state). CM_EINTERNAL on unparsable JSON fields.
+ * id (used for the empty state). CM_EINTERNAL on invalid JSON fields.
  */
 cm_err gw_state_json(const Threadgate__Threads__V1__StateReply *s,
-    const char *thread_id, json_t **out);
+    const char *thread_id, gw_jw *w);
 
 /**
- * gw_checkpoint_state_json() returns a new ThreadState JSON object for one
- * stored checkpoint (a history entry). CM_EINTERNAL on unparsable JSON.
+ * gw_checkpoint_state_json() writes the ThreadState JSON object for one
+ * stored checkpoint (a history entry). CM_EINTERNAL on invalid JSON.
  */
 cm_err gw_checkpoint_state_json(
-    const Threadgate__Threads__V1__Checkpoint *c, json_t **out);
+    const Threadgate__Threads__V1__Checkpoint *c, gw_jw *w);
 
 /**
- * gw_checkpoint_ref_json() returns a new {thread_id, checkpoint_ns,
- * checkpoint_id, checkpoint_map: null} object.
+ * gw_checkpoint_ref_json() writes {thread_id, checkpoint_ns,
+ * checkpoint_id, checkpoint_map: null}.
  */
-json_t *gw_checkpoint_ref_json(
-    const char *thread_id, const char *ns, const char *checkpoint_id);
+void gw_checkpoint_ref_json(gw_jw *w, const char *thread_id, const char *ns,
+    const char *checkpoint_id);
 
 /**
  * gw_meta_response() answers the unauthenticated meta routes: GW_R_OK ->

@@ -44,13 +44,12 @@ sample_thread(void)
 static char *
 dump_thread(const Threadgate__Threads__V1__Thread *t, unsigned mask)
 {
-	json_t *v;
-	char   *s;
+	gw_jw  w;
+	size_t n;
 
-	assert_int_equal(gw_thread_json(t, mask, &v), CM_OK);
-	s = cm_json_dump(v);
-	json_decref(v);
-	return (s);
+	gw_jw_init(&w);
+	assert_int_equal(gw_thread_json(t, mask, &w), CM_OK);
+	return (gw_jw_take(&w, &n));
 }
 
 static void
@@ -82,10 +81,12 @@ test_thread_json(void **state)
 	// Unparsable JSON from the service is an internal error.
 	t.metadata_json = "{nope";
 	{
-		json_t *v = NULL;
+		gw_jw w;
+		gw_jw_init(&w);
 		assert_int_equal(
-		    gw_thread_json(&t, GW_F_ALL, &v), CM_EINTERNAL);
-		assert_null(v);
+		    gw_thread_json(&t, GW_F_ALL, &w), CM_EINTERNAL);
+		assert_true(w.err);
+		gw_jw_fini(&w);
 	}
 }
 
@@ -138,12 +139,14 @@ test_state_json(void **state)
 	char   *next[] = { "agent" };
 	json_t *v;
 	char   *txt;
+	gw_jw   w;
+	size_t  n;
 
 	(void) state;
 	s.thread_created_at_us = T0;
-	assert_int_equal(gw_state_json(&s, TID, &v), CM_OK);
-	txt = cm_json_dump(v);
-	json_decref(v);
+	gw_jw_init(&w);
+	assert_int_equal(gw_state_json(&s, TID, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
 	assert_string_equal(txt,
 	    "{\"values\":{},\"next\":[],\"tasks\":[],\"checkpoint\":null,"
 	    "\"metadata\":{},"
@@ -161,9 +164,9 @@ test_state_json(void **state)
 	c.created_at_us        = T0;
 	s.has_checkpoint       = 1;
 	s.checkpoint           = &c;
-	assert_int_equal(gw_state_json(&s, TID, &v), CM_OK);
-	txt = cm_json_dump(v);
-	json_decref(v);
+	gw_jw_init(&w);
+	assert_int_equal(gw_state_json(&s, TID, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
 	assert_string_equal(txt,
 	    "{\"values\":{\"x\":1},\"next\":[\"agent\"],\"tasks\":[],"
 	    "\"checkpoint\":{\"thread_id\":\"" TID "\",\"checkpoint_ns\":\"\","
@@ -177,9 +180,14 @@ test_state_json(void **state)
 
 	// The first checkpoint has no parent.
 	c.parent_checkpoint_id = "";
-	assert_int_equal(gw_checkpoint_state_json(&c, &v), CM_OK);
+	gw_jw_init(&w);
+	assert_int_equal(gw_checkpoint_state_json(&c, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
+	v   = json_loads(txt, 0, NULL);
+	assert_non_null(v);
 	assert_true(json_is_null(json_object_get(v, "parent_checkpoint")));
 	json_decref(v);
+	free(txt);
 }
 
 // ---------------------------------------------------------------------
