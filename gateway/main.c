@@ -3,15 +3,17 @@
 // threadgate-gateway: the HTTP front door process.
 //
 // Reads its configuration (environment, then flags, which win), starts the
-// gateway (gw_server_start: upstream rpc clients, the libmicrohttpd pool),
+// gateway (gw_server_start: upstream rpc clients, the HTTP event loops),
 // then waits for SIGTERM/SIGINT and stops cleanly, letting requests in
 // flight finish. Exit codes: 0 clean stop, 1 other failure, 2 usage or
 // configuration error, 3 cannot bind/listen.
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -36,6 +38,45 @@
 #define MAX_THREADS        256
 #define MAX_CONNECTIONS    100000
 #define MAX_IDLE_TIMEOUT_S 3600
+#define MAX_REQ_TIMEOUT_S  3600
+// GATEWAY_MEMORY_BUDGET_MB bounds: at least one largest reply
+// (CM_RPC_MAX_MSG, 16 MiB) rendered, at most 64 GiB.
+#define MIN_MEMORY_BUDGET_MB 64
+#define MAX_MEMORY_BUDGET_MB 65536
+// Allocations from this size up get their own mapping, given back to the
+// system on free. glibc raises this threshold on its own after a large
+// free (up to 32 MiB), after which large reply buffers stay in the heap
+// and the process never shrinks (issue 10: RSS "never returned").
+// Fixing it at glibc's initial 128 KiB keeps that from happening.
+#define MALLOC_MMAP_THRESHOLD (128 * 1024)
+// Descriptors besides client connections: listening socket, epoll and
+// eventfds, nng pipes, logs.
+#define FD_RESERVE 64
+
+// raise_fd_limit() lifts the soft descriptor limit (often 1024) towards
+// what GATEWAY_MAX_CONNECTIONS needs: each connection, and briefly an
+// evicted one besides it. Bounded by the hard limit; warns when short.
+static void
+raise_fd_limit(int max_connections)
+{
+	struct rlimit rl;
+	rlim_t        need = (rlim_t) max_connections * 2 + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need) {
+		return;
+	}
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need
+	    ? need
+	    : rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < need) {
+		cm_warn(NULL,
+		    "descriptor limit %llu is below the %llu that "
+		    "GATEWAY_MAX_CONNECTIONS=%d needs; raise ulimit -n",
+		    (unsigned long long) rl.rlim_cur,
+		    (unsigned long long) need, max_connections);
+	}
+}
 
 static void
 usage(FILE *f)
@@ -75,13 +116,21 @@ usage(FILE *f)
 	    "  GATEWAY_PER_IP_CONNECTIONS  open connections per client IP "
 	    "(%d)\n"
 	    "  GATEWAY_IDLE_TIMEOUT_S      close idle connections after (%d)\n"
+	    "  GATEWAY_HEADER_TIMEOUT_S    a request head must arrive within\n"
+	    "                              this many seconds (%d)\n"
+	    "  GATEWAY_BODY_TIMEOUT_S      a request body must arrive within\n"
+	    "                              this many seconds (%d)\n"
+	    "  GATEWAY_MEMORY_BUDGET_MB    memory all requests may hold for\n"
+	    "                              bodies and replies (%d)\n"
 	    "  LOG_LEVEL                   debug|info|warn|error (info)\n"
 	    "\n"
 	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
 	    "2 usage or configuration error, 3 cannot bind/listen.\n",
 	    DEFAULT_PORT, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_THREADS_TIMEOUT_MS,
 	    GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
-	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S);
+	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S,
+	    GW_DEFAULT_HEADER_TIMEOUT_S, GW_DEFAULT_BODY_TIMEOUT_S,
+	    GW_DEFAULT_MEMORY_BUDGET_MB);
 }
 
 static int
@@ -115,6 +164,7 @@ main(int argc, char **argv)
 	sigset_t   set;
 	long       ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int        max_body;
+	int        budget_mb;
 	int        sig;
 	int        c;
 	int64_t    port;
@@ -140,10 +190,19 @@ main(int argc, char **argv)
 	    env_int("GATEWAY_PER_IP_CONNECTIONS", DEFAULT_PER_IP_CONNECTIONS,
 	        1, MAX_CONNECTIONS, &cfg.per_ip_connections) != 0 ||
 	    env_int("GATEWAY_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S, 1,
-	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0) {
+	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0 ||
+	    env_int("GATEWAY_HEADER_TIMEOUT_S", GW_DEFAULT_HEADER_TIMEOUT_S, 1,
+	        MAX_REQ_TIMEOUT_S, &cfg.header_timeout_s) != 0 ||
+	    env_int("GATEWAY_BODY_TIMEOUT_S", GW_DEFAULT_BODY_TIMEOUT_S, 1,
+	        MAX_REQ_TIMEOUT_S, &cfg.body_timeout_s) != 0 ||
+	    env_int("GATEWAY_MEMORY_BUDGET_MB", GW_DEFAULT_MEMORY_BUDGET_MB,
+	        MIN_MEMORY_BUDGET_MB, MAX_MEMORY_BUDGET_MB, &budget_mb) != 0) {
 		return (EXIT_USAGE);
 	}
-	cfg.max_body = (size_t) max_body;
+	cfg.max_body      = (size_t) max_body;
+	cfg.memory_budget = (size_t) budget_mb * 1024 * 1024;
+	mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+	raise_fd_limit(cfg.max_connections);
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
