@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "auth-service/auth.h"
 #include "auth-service/cache.h"
 #include "common/err.h"
@@ -151,6 +153,15 @@ int64_t auth_http_deadline(void);
  * decide validity. Any thread.
  */
 int64_t auth_token_exp(const char *token);
+
+/**
+ * auth_json_text() returns the string value of v (borrowed from v), or
+ * NULL when v is not a string or holds a NUL ("\u0000"): our JSON reader
+ * accepts that escape, and as a C string the value would be cut at the
+ * NUL - "alice\u0000x" read as "alice" - so an IdP answer could name
+ * someone else. Callers treat NULL as "no usable value". Any thread.
+ */
+const char *auth_json_text(const json_t *v);
 
 /**
  * auth_form_encode() appends s form-urlencoded
