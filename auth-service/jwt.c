@@ -279,11 +279,11 @@ auth_jwt_check_claims(const auth_config *cfg, const char *expected_iss,
 	cm_err      rv;
 
 	memset(&r, 0, sizeof(r));
-	names[C_EXP]     = "exp";
-	names[C_NBF]     = "nbf";
-	names[C_IAT]     = "iat";
-	names[C_ISS]     = "iss";
-	names[C_AUD]     = "aud";
+	names[C_EXP] = "exp";
+	names[C_NBF] = "nbf";
+	names[C_IAT] = "iat";
+	names[C_ISS] = "iss";
+	names[C_AUD] = "aud";
 	names[C_ID] =
 	    nz(cfg->identity_claim)[0] != '\0' ? cfg->identity_claim : "sub";
 	names[C_EMAIL]   = "email";
