@@ -812,6 +812,13 @@ test_error_table(void **state)
 		    422, "select: unknown field 'password'" },
 		{ "POST", "/threads/search", "{\"sort_by\":\"owner\"}", 422,
 		    NULL },
+		// A NUL after a valid name is not that name (issue 10).
+		{ "POST", "/threads/search",
+		    "{\"select\":[\"thread_id\\u0000\"]}", 422,
+		    "select[0] must be a field name" },
+		{ "POST", "/threads/search", "{\"status\":\"idle\\u0000x\"}",
+		    422,
+		    "status must be one of idle, busy, interrupted, error" },
 		{ "POST", "/threads/00000000-0000-4000-8000-000000000000/copy",
 		    NULL, 409, NULL },
 		{ "GET", "/nope", NULL, 404, NULL },

@@ -127,6 +127,12 @@ test_select(void **state)
 	sel = json_string("thread_id");
 	assert_int_equal(gw_select_parse(sel, &mask, d, sizeof(d)), CM_EINVAL);
 	json_decref(sel);
+	// A name with a NUL after it is not that field (issue 10).
+	sel = json_loads("[\"thread_id\\u0000\"]", JSON_ALLOW_NUL, NULL);
+	assert_non_null(sel);
+	assert_int_equal(gw_select_parse(sel, &mask, d, sizeof(d)), CM_EINVAL);
+	assert_string_equal(d, "select[0] must be a field name");
+	json_decref(sel);
 }
 
 static void

@@ -44,6 +44,15 @@ gw_request_fini(gw_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
+// str_is() is 1 when v is the JSON string want - all of it: jansson
+// accepts "\u0000", and "idle\u0000x" must not read as "idle".
+static int
+str_is(const json_t *v, const char *want)
+{
+	return (json_is_string(v) && json_string_length(v) == strlen(want) &&
+	    memcmp(json_string_value(v), want, strlen(want)) == 0);
+}
+
 static cm_err fail(char *detail, size_t detail_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -204,8 +213,7 @@ ttl_value(const json_t *body, double *minutes, const char **strategy,
 		const json_t *s = json_object_get(v, "strategy");
 		n               = json_object_get(v, "ttl");
 		if (s != NULL && !json_is_null(s)) {
-			if (!json_is_string(s) ||
-			    strcmp(json_string_value(s), "delete") != 0) {
+			if (!str_is(s, "delete")) {
 				snprintf(detail, detail_len,
 				    "ttl.strategy must be \"delete\"");
 				return (CM_EINVAL);
@@ -236,8 +244,8 @@ status_value(
 		*out = "";
 		return (CM_OK);
 	}
-	for (size_t i = 0; json_is_string(v) && i < 4; i++) {
-		if (strcmp(json_string_value(v), ok[i]) == 0) {
+	for (size_t i = 0; i < 4; i++) {
+		if (str_is(v, ok[i])) {
 			*out = ok[i];
 			return (CM_OK);
 		}
@@ -286,9 +294,8 @@ gw_select_parse(
 	{
 		size_t f;
 		for (f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
-			if (json_is_string(e) &&
-			    strcmp(json_string_value(e), fields[f].name) ==
-			        0) {
+			// "thread_id\u0000" is not a field (str_is).
+			if (str_is(e, fields[f].name)) {
 				break;
 			}
 		}
