@@ -24,10 +24,14 @@
 #define EXIT_USAGE  2
 #define EXIT_LISTEN 3
 
-#define DEFAULT_HOST               "127.0.0.1"
-#define DEFAULT_PORT               2024
-#define DEFAULT_AUTH_URL           "ipc:///tmp/threadgate-auth.sock"
-#define DEFAULT_THREADS_URL        "ipc:///tmp/threadgate-threads.sock"
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT 2024
+// The upstream URLs default to sockets in a directory private to the
+// user (cm_default_ipc_url): a socket in /tmp could be created first by
+// any local user, who would then receive the gateway's calls.
+#define DEFAULT_URL_TEXT(name)                               \
+	"ipc://$XDG_RUNTIME_DIR/threadgate/" name ".sock,\n" \
+	"                       or ipc:///tmp/threadgate-<uid>/" name ".sock"
 #define DEFAULT_AUTH_TIMEOUT_MS    3000
 #define DEFAULT_THREADS_TIMEOUT_MS 5000
 #define DEFAULT_MAX_CONNECTIONS    1024
@@ -97,35 +101,58 @@ usage(FILE *f)
 	    "  --port-file PATH     GATEWAY_PORT_FILE   write the bound port\n"
 	    "                       here once listening (default: none)\n"
 	    "  --auth-url URL       AUTH_SERVICE_URL    auth-service address\n"
-	    "                       (default " DEFAULT_AUTH_URL ")\n"
-	    "  --threads-url URL    THREAD_SERVICE_URL  thread-service "
-	    "address\n"
-	    "                       (default " DEFAULT_THREADS_URL ")\n"
-	    "  --help               show this text\n"
-	    "  --version            show the version\n"
-	    "\n"
-	    "environment only:\n"
-	    "  GATEWAY_AUTH_TIMEOUT_MS     deadline of the auth call (%d)\n"
-	    "  GATEWAY_THREADS_TIMEOUT_MS  deadline of a thread-service call "
-	    "(%d)\n"
-	    "  GATEWAY_MAX_BODY            largest request body, bytes (%d,\n"
-	    "                              max %d)\n"
-	    "  GATEWAY_THREADS             HTTP worker threads (default: the\n"
-	    "                              number of CPUs)\n"
-	    "  GATEWAY_MAX_CONNECTIONS     open connections in all (%d)\n"
-	    "  GATEWAY_PER_IP_CONNECTIONS  open connections per client IP "
-	    "(%d)\n"
-	    "  GATEWAY_IDLE_TIMEOUT_S      close idle connections after (%d)\n"
-	    "  GATEWAY_HEADER_TIMEOUT_S    a request head must arrive within\n"
-	    "                              this many seconds (%d)\n"
-	    "  GATEWAY_BODY_TIMEOUT_S      a request body must arrive within\n"
-	    "                              this many seconds (%d)\n"
-	    "  GATEWAY_MEMORY_BUDGET_MB    memory all requests may hold for\n"
-	    "                              bodies and replies (%d)\n"
-	    "  LOG_LEVEL                   debug|info|warn|error (info)\n"
-	    "\n"
-	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
-	    "2 usage or configuration error, 3 cannot bind/listen.\n",
+	    "                       (default " DEFAULT_URL_TEXT(
+	        "auth") ")\n"
+	                "  --threads-url URL    THREAD_SERVICE_URL  "
+	                "thread-service "
+	                "address\n"
+	                "                       (default " DEFAULT_URL_TEXT(
+	                    "threads") ")\n"
+	                               "  --help               show this "
+	                               "text\n"
+	                               "  --version            show the "
+	                               "version\n"
+	                               "\n"
+	                               "environment only:\n"
+	                               "  GATEWAY_AUTH_TIMEOUT_MS     "
+	                               "deadline of the auth call (%d)\n"
+	                               "  GATEWAY_THREADS_TIMEOUT_MS  "
+	                               "deadline of a thread-service call "
+	                               "(%d)\n"
+	                               "  GATEWAY_MAX_BODY            largest "
+	                               "request body, bytes (%d,\n"
+	                               "                              max "
+	                               "%d)\n"
+	                               "  GATEWAY_THREADS             HTTP "
+	                               "worker threads (default: the\n"
+	                               "                              number "
+	                               "of CPUs)\n"
+	                               "  GATEWAY_MAX_CONNECTIONS     open "
+	                               "connections in all (%d)\n"
+	                               "  GATEWAY_PER_IP_CONNECTIONS  open "
+	                               "connections per client IP "
+	                               "(%d)\n"
+	                               "  GATEWAY_IDLE_TIMEOUT_S      close "
+	                               "idle connections after (%d)\n"
+	                               "  GATEWAY_HEADER_TIMEOUT_S    a "
+	                               "request head must arrive within\n"
+	                               "                              this "
+	                               "many seconds (%d)\n"
+	                               "  GATEWAY_BODY_TIMEOUT_S      a "
+	                               "request body must arrive within\n"
+	                               "                              this "
+	                               "many seconds (%d)\n"
+	                               "  GATEWAY_MEMORY_BUDGET_MB    memory "
+	                               "all requests may hold for\n"
+	                               "                              bodies "
+	                               "and replies (%d)\n"
+	                               "  LOG_LEVEL                   "
+	                               "debug|info|warn|error (info)\n"
+	                               "\n"
+	                               "exit codes: 0 stopped by "
+	                               "SIGTERM/SIGINT, 1 other failure,\n"
+	                               "2 usage or configuration error, 3 "
+	                               "cannot bind/listen.\n",
 	    DEFAULT_PORT, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_THREADS_TIMEOUT_MS,
 	    GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
 	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S,
@@ -163,6 +190,8 @@ main(int argc, char **argv)
 	gw_server *srv = NULL;
 	sigset_t   set;
 	long       ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char       auth_def[CM_IPC_URL_MAX];
+	char       threads_def[CM_IPC_URL_MAX];
 	int        max_body;
 	int        budget_mb;
 	int        sig;
@@ -171,11 +200,10 @@ main(int argc, char **argv)
 	cm_err     rv;
 
 	cm_log_init("gateway", cm_log_level_from_env());
-	cfg.host      = cm_env_str("GATEWAY_HOST", DEFAULT_HOST);
-	cfg.port_file = cm_env_str("GATEWAY_PORT_FILE", NULL);
-	cfg.auth_url  = cm_env_str("AUTH_SERVICE_URL", DEFAULT_AUTH_URL);
-	cfg.threads_url =
-	    cm_env_str("THREAD_SERVICE_URL", DEFAULT_THREADS_URL);
+	cfg.host        = cm_env_str("GATEWAY_HOST", DEFAULT_HOST);
+	cfg.port_file   = cm_env_str("GATEWAY_PORT_FILE", NULL);
+	cfg.auth_url    = cm_env_str("AUTH_SERVICE_URL", NULL);
+	cfg.threads_url = cm_env_str("THREAD_SERVICE_URL", NULL);
 	if (env_int("GATEWAY_PORT", DEFAULT_PORT, 0, 65535, &cfg.port) != 0 ||
 	    env_int("GATEWAY_AUTH_TIMEOUT_MS", DEFAULT_AUTH_TIMEOUT_MS, 1,
 	        MAX_TIMEOUT_MS, &cfg.auth_timeout_ms) != 0 ||
@@ -241,6 +269,25 @@ main(int argc, char **argv)
 	if (optind != argc) {
 		usage(stderr);
 		return (EXIT_USAGE);
+	}
+	// Only computed (and their directory made) when used.
+	if ((cfg.auth_url == NULL &&
+	        cm_default_ipc_url("auth", auth_def, sizeof(auth_def)) !=
+	            CM_OK) ||
+	    (cfg.threads_url == NULL &&
+	        cm_default_ipc_url(
+	            "threads", threads_def, sizeof(threads_def)) != CM_OK)) {
+		cm_error(NULL,
+		    "no usable default for AUTH_SERVICE_URL / "
+		    "THREAD_SERVICE_URL; set them (or --auth-url, "
+		    "--threads-url)");
+		return (EXIT_USAGE);
+	}
+	if (cfg.auth_url == NULL) {
+		cfg.auth_url = auth_def;
+	}
+	if (cfg.threads_url == NULL) {
+		cfg.threads_url = threads_def;
 	}
 
 	// Every thread started from here on inherits this mask, so only
