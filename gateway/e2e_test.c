@@ -839,6 +839,12 @@ test_error_table(void **state)
 		}
 		resp_free(&r);
 	}
+	// A raw NUL after the JSON used to end jansson's reading, so the
+	// garbage after it was ignored; now the body is invalid JSON.
+	http_on(NULL, "POST", "/threads/search", S.tok1,
+	    "{\"limit\":1}\0{\"limit\":0}", 23, NULL, &r);
+	expect_detail(&r, 422, "Invalid JSON in request body");
+	resp_free(&r);
 	// Deep JSON is refused, not recursed into.
 	{
 		size_t depth = 10000;
