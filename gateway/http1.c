@@ -317,8 +317,11 @@ element_is(const char *s, const char *e, const char *word)
 	return ((size_t) (e - s) == n && strncasecmp(s, word, n) == 0);
 }
 
-// Content-Length = 1*DIGIT; values past 10^18 saturate (too large for us
-// anyway: the caller answers 413).
+// Where a Content-Length saturates: far past any body we take (the
+// caller answers 413), far below INT64_MAX.
+#define LENGTH_SATURATED ((int64_t) 1000000000000000000LL)
+
+// Content-Length = 1*DIGIT; values from 10^17 on read as 10^18.
 static int
 parse_length(const char *v, int64_t *out)
 {
@@ -331,9 +334,9 @@ parse_length(const char *v, int64_t *out)
 		if (*v < '0' || *v > '9') {
 			return (-1);
 		}
-		if (n < (int64_t) 1000000000000000000LL) {
-			n = n * 10 + (*v - '0');
-		}
+		// n < 10^17 keeps n * 10 + 9 below 10^18: no overflow.
+		n = n < LENGTH_SATURATED / 10 ? n * 10 + (*v - '0')
+		                              : LENGTH_SATURATED;
 	}
 	*out = n;
 	return (0);
