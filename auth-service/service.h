@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 
 #include "auth-service/auth.h"
 #include "auth-service/cache.h"
@@ -123,6 +124,13 @@ cm_err auth_authenticate(auth_server *srv, auth_worker *w,
  */
 cm_err auth_server_new_local(
     const auth_config *cfg, auth_provider *provider, auth_server **out);
+
+/**
+ * auth_server_service() returns the server's protobuf-c service (the
+ * Authenticate and Stats handlers; borrowed), for driving the handlers
+ * in-process without the rpc transport (the fuzz target).
+ */
+ProtobufCService *auth_server_service(auth_server *srv);
 
 /** auth_server_cache() returns the server's cache (borrowed). */
 auth_cache *auth_server_cache(auth_server *srv);
