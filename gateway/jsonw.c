@@ -319,8 +319,30 @@ is_digit(char c)
 	return (c >= '0' && c <= '9');
 }
 
+// escape_at() returns the code unit of the "\\uXXXX" escape at p[k], or
+// -1 when there is none.
+static long
+escape_at(const unsigned char *p, size_t n, size_t k)
+{
+	long v = 0;
+
+	if (k + 5 >= n || p[k] != '\\' || p[k + 1] != 'u') {
+		return (-1);
+	}
+	for (int h = 2; h < 6; h++) {
+		int d = cm_hexval((char) p[k + h]);
+		if (d < 0) {
+			return (-1);
+		}
+		v = v * 16 + d;
+	}
+	return (v);
+}
+
 // copy_string() checks the JSON string at t[*i] (the opening quote) and
-// copies it verbatim. Returns 0, or -1 when it is not a valid string.
+// copies it verbatim. Returns 0, or -1 when it is not a valid string
+// (control bytes, bad escapes, unpaired surrogate escapes and invalid
+// UTF-8 are refused, as jansson refuses them).
 static int
 copy_string(gw_jw *w, const char *t, size_t n, size_t *i)
 {
@@ -337,15 +359,19 @@ copy_string(gw_jw *w, const char *t, size_t n, size_t *i)
 				return (-1);
 			}
 			if (p[k + 1] == 'u') {
-				if (k + 5 >= n) {
-					return (-1);
-				}
-				for (int h = 2; h < 6; h++) {
-					if (cm_hexval((char) p[k + h]) < 0) {
-						return (-1);
-					}
+				long cp = escape_at(p, n, k);
+				if (cp < 0 || (cp >= 0xdc00 && cp <= 0xdfff)) {
+					return (-1); // bad, or a lone low half
 				}
 				k += 6;
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					// A high surrogate needs its low half.
+					long lo = escape_at(p, n, k);
+					if (lo < 0xdc00 || lo > 0xdfff) {
+						return (-1);
+					}
+					k += 6;
+				}
 				continue;
 			}
 			if (strchr("\"\\/bfnrt", p[k + 1]) == NULL ||
