@@ -187,8 +187,8 @@ static int conn_advance(gw_conn *c);
 void
 gw_ratelog_note(gw_ratelog *rl, const char *detail)
 {
-	int64_t now  = cm_mono_ms();
-	int64_t last = atomic_load(&rl->last_ms);
+	long long now  = cm_mono_ms();
+	long long last = atomic_load(&rl->last_ms);
 
 	atomic_fetch_add(&rl->count, 1);
 	if (now - last < RATELOG_INTERVAL_MS ||
