@@ -55,7 +55,23 @@
 #define RSS_BOUND_MB (BUDGET_MB + RSS_BASE_MB + CONCURRENT * 2 * REPLY_MB)
 // After the attack the RSS must be back within this of before.
 #define RSS_RETURN_MB 16
-#define READY_MS      15000
+
+// Under ASan or TSan (the sanitizer builds of `make test`) the allocator
+// is the sanitizer's: it keeps freed memory in quarantine, ignores
+// mallopt and adds shadow memory, so RSS says nothing about ours. The
+// attack still runs (every answer checked, sanitizer-clean); only the RSS
+// bound is not checked there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+#define READY_MS 15000
 
 #define TID "01a21aea-6f0c-7600-af02-7657fcc02ab1"
 #define CID "01a21aea-6f0c-7600-af02-7657fcc02ab2"
@@ -303,8 +319,12 @@ test_big_state_rss(void **state)
 	assert_true(before > 0 && peak > 0 && after > 0);
 	assert_true(ok >= CONCURRENT);
 	assert_int_equal(ok + busy, CONCURRENT * ROUNDS);
-	assert_true(peak <= RSS_BOUND_MB * 1024L);
-	assert_true(after <= before + RSS_RETURN_MB * 1024L);
+	if (SANITIZED) {
+		fprintf(stderr, "sanitizer build: RSS bound not checked\n");
+	} else {
+		assert_true(peak <= RSS_BOUND_MB * 1024L);
+		assert_true(after <= before + RSS_RETURN_MB * 1024L);
+	}
 	assert_true(tg_proc_alive(S.gw));
 }
 
