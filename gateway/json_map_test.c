@@ -649,10 +649,88 @@ test_meta(void **state)
 	gw_response_fini(&r);
 }
 
+// copy() runs gw_jw_json on text; returns the output (new) or NULL.
+static char *
+copy(const char *text, size_t len)
+{
+	gw_jw  w;
+	size_t n;
+
+	gw_jw_init(&w);
+	if (gw_jw_json(&w, text, len) != CM_OK) {
+		gw_jw_fini(&w);
+		return (NULL);
+	}
+	return (gw_jw_take(&w, &n));
+}
+
+static void
+test_jw_json(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out; // NULL: refused
+	} rows[] = {
+		{ " { \"a\" : [ 1 , 2.5e-3 , true , null ] } ",
+		    "{\"a\":[1,2.5e-3,true,null]}" },
+		{ "\"\\ud83d\\ude00 \\u00e9\"", "\"\\ud83d\\ude00 \\u00e9\"" },
+		{ "12345678901234567890123", "12345678901234567890123" },
+		{ "\"\\ud83d\"", NULL },        // lone high surrogate
+		{ "\"\\ude00x\"", NULL },       // lone low surrogate
+		{ "\"\\ud83d\\u0041\"", NULL }, // high then not a low
+		{ "\"\xc3\x28\"", NULL },       // invalid UTF-8
+		{ "\"\xed\xa0\x80\"", NULL },   // UTF-8 surrogate
+		{ "[1,]", NULL },
+		{ "{\"a\"1}", NULL },
+		{ "01", NULL },
+		{ "1 2", NULL },
+		{ "", NULL },
+		{ "nul", NULL },
+	};
+	char  *out;
+	char   deep[2 * 70 + 1];
+	size_t k = 0;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		out = copy(rows[i].in, strlen(rows[i].in));
+		if (rows[i].out == NULL) {
+			if (out != NULL) {
+				fail_msg("row %zu accepted: %s", i, out);
+			}
+		} else {
+			assert_non_null(out);
+			assert_string_equal(out, rows[i].out);
+		}
+		free(out);
+	}
+	// A raw NUL byte is not JSON (jansson would stop reading there).
+	assert_null(copy("[1]\0", 4));
+	// 64 levels are fine, 65 are not.
+	for (int i = 0; i < 64; i++) {
+		deep[k++] = '[';
+	}
+	for (int i = 0; i < 64; i++) {
+		deep[k++] = ']';
+	}
+	out = copy(deep, k);
+	assert_non_null(out);
+	free(out);
+	k = 0;
+	for (int i = 0; i < 65; i++) {
+		deep[k++] = '[';
+	}
+	for (int i = 0; i < 65; i++) {
+		deep[k++] = ']';
+	}
+	assert_null(copy(deep, k));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_jw_json),
 		cmocka_unit_test(test_thread_json),
 		cmocka_unit_test(test_select),
 		cmocka_unit_test(test_state_json),
