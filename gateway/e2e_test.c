@@ -1409,6 +1409,41 @@ half_closed(int count, unsigned want)
 	return (ok);
 }
 
+// Clients that give up mid-request in the log test.
+#define ABORTS 50
+
+static void
+test_aborted_log(void **state)
+{
+	char *log = path_in("gw.log");
+	char *txt;
+	int   lines = 0;
+
+	(void) state;
+	// Each client sends half a head, then resets the connection. Before,
+	// every one was a warn line; now one line per 10 s carries a count.
+	for (int i = 0; i < ABORTS; i++) {
+		int           fd = raw_conn_from(30 + i % 5);
+		struct linger lg = { 1, 0 }; // close with a reset
+		assert_true(send(fd, "GET /ok HTTP/1.1\r\nHo", 22,
+		                MSG_NOSIGNAL) == 22);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+	}
+	assert_alive();
+	txt = tg_read_file(log);
+	assert_non_null(txt);
+	// The whole run so far (these 50 and the earlier tests' aborts) is
+	// a line per 10 s window, not a line per client.
+	lines = count_of(txt, "connections aborted by clients");
+	if (lines < 1 || lines >= ABORTS / 5) {
+		fail_msg(
+		    "%d abort lines for %d aborted clients", lines, ABORTS);
+	}
+	free(txt);
+	free(log);
+}
+
 // Connections at once in the half-close test (the issue saw 56 of 60
 // unanswered).
 #define HALF_CLOSED 60
@@ -1600,6 +1635,7 @@ main(void)
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_framing),
 		cmocka_unit_test(test_half_close),
+		cmocka_unit_test(test_aborted_log),
 		cmocka_unit_test(test_port_taken),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_per_ip_limit),
