@@ -5,7 +5,8 @@
 #   scripts/deps.sh           build + run dependencies, and curl for the
 #                             example make run prints (make run)
 #   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm,
-#                             Debian's prometheus (promtool and the server)
+#                             Debian's prometheus (promtool and the server),
+#                             clang-format, clang-14 with libFuzzer
 #                             (make test; CI)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
@@ -35,14 +36,16 @@ BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 # prometheus: promtool checks every /metrics output, and a real Prometheus
 # server scrapes the stack in tests/e2e/observability.test.mjs (Debian's
 # package: ~19 MB download; the service it ships is not started here).
-TEST_PKGS=(prometheus)
+# clang-format (format-check), Debian's clang and its runtime with
+# libFuzzer (scripts/fuzz.sh).
+TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev)
 
 want_test=0
 for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
 	-h|--help)
-		sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
 	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
 	esac
