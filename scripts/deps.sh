@@ -28,10 +28,12 @@ MIN_NODE_MAJOR=20
 
 BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 	protobuf-c-compiler libmicrohttpd-dev libcjose-dev libjansson-dev
-	libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
+	libsqlite3-dev libpq-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 	ca-certificates curl)
 # curl is in the first list because make run's banner shows a curl example.
-TEST_PKGS=()
+# The PostgreSQL server runs only in the tests (a throwaway cluster per ctest
+# run, scripts/pg-test-cluster.sh); make run needs none.
+TEST_PKGS=(postgresql)
 
 want_test=0
 for a in "$@"; do

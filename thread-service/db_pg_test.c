@@ -1,0 +1,726 @@
+// SPDX-License-Identifier: MIT
+//
+// Tests of what only the PostgreSQL backend (db_pg.c) does, through its
+// tsvc_backend table on a real server: store_test.c and contract_test.c
+// cover the API's semantics on every backend; this file covers JSON
+// round trips through jsonb, the deadline (cancel) path, reconnecting
+// after a lost connection, migrations run by several replicas at once and
+// refused when newer, the insert race across connections, concurrent
+// sweepers and that the indexes serve the statements they were made for.
+//
+// The database comes from TG_TEST_THREADS_DB (a libpq keyword string of a
+// fresh database, as scripts/pg-test-cluster.sh run sets it); the test
+// connects as a superuser (the throwaway cluster's "postgres") to create
+// extra databases and terminate connections. Without TG_TEST_THREADS_DB
+// every test is skipped.
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+
+#include "common/json.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "thread-service/backend.h"
+
+#define ALICE "alice-pg"
+#define BOB   "bob-pg"
+// How long a test waits for a condition it polls for (server-side state
+// such as a lock wait, or statistics), generous for a loaded machine.
+#define WAIT_MS 30000
+// The short deadline of the cancel tests, and how late the cancelled
+// call may return (scheduling on a loaded 2-core machine).
+#define SHORT_DEADLINE_MS 300
+#define LATE_MS           3000
+
+static const tsvc_backend *be = &tsvc_backend_pg;
+static const char         *target;
+static void               *db;
+
+// ---------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------
+
+// admin runs one SQL statement on a fresh superuser connection to
+// target_str and returns its first value (new string, "" when none).
+static char *
+admin_on(const char *target_str, const char *sql)
+{
+	PGconn   *pg = PQconnectdb(target_str);
+	PGresult *r;
+	char     *out;
+
+	if (PQstatus(pg) != CONNECTION_OK) {
+		fail_msg("admin connect: %s", PQerrorMessage(pg));
+	}
+	r = PQexec(pg, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK &&
+	    PQresultStatus(r) != PGRES_COMMAND_OK) {
+		fail_msg("admin %s: %s", sql, PQresultErrorMessage(r));
+	}
+	out = cm_xstrdup(
+	    PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+	PQclear(r);
+	PQfinish(pg);
+	return (out);
+}
+
+static char *
+admin(const char *sql)
+{
+	return (admin_on(target, sql));
+}
+
+static int64_t
+admin_i64(const char *sql)
+{
+	char   *v = admin(sql);
+	int64_t n = -1;
+
+	cm_parse_i64(v, INT64_MIN, INT64_MAX, &n);
+	free(v);
+	return (n);
+}
+
+// wait_until polls sql until it returns want (a number), up to WAIT_MS.
+static void
+wait_until(const char *sql, int64_t want)
+{
+	int64_t end = cm_mono_ms() + WAIT_MS;
+	int64_t got = -1;
+
+	while (cm_mono_ms() < end) {
+		got = admin_i64(sql);
+		if (got == want) {
+			return;
+		}
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("waited %d ms for [%s] = %lld; last %lld", WAIT_MS, sql,
+	    (long long) want, (long long) got);
+}
+
+// target_with_db is target with dbname replaced (new string).
+static char *
+target_with_db(const char *name, const char *extra)
+{
+	PQconninfoOption *opts = PQconninfoParse(target, NULL);
+	char              buf[2048];
+	size_t            len = 0;
+
+	assert_non_null(opts);
+	for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+		const char *v = o->val;
+
+		if (strcmp(o->keyword, "dbname") == 0) {
+			v = name;
+		}
+		if (v == NULL || v[0] == '\0') {
+			continue;
+		}
+		len += (size_t) snprintf(
+		    buf + len, sizeof(buf) - len, "%s='%s' ", o->keyword, v);
+		assert_true(len < sizeof(buf));
+	}
+	PQconninfoFree(opts);
+	if (extra != NULL) {
+		len += (size_t) snprintf(
+		    buf + len, sizeof(buf) - len, "%s", extra);
+		assert_true(len < sizeof(buf));
+	}
+	return (cm_xstrdup(buf));
+}
+
+// A store on a new connection of d.
+static tsvc_store *
+store_new(void *d)
+{
+	tsvc_store *st = cm_xcalloc(1, sizeof(*st));
+	char        detail[CM_RPC_DETAIL_MAX];
+	cm_err      rv;
+
+	rv = be->conn_open(d, &st->conn, detail, sizeof(detail));
+	if (rv != CM_OK) {
+		fail_msg("conn_open: %s (%s)", cm_strerror(rv), detail);
+	}
+	return (st);
+}
+
+static void
+store_free(tsvc_store *st)
+{
+	if (st != NULL) {
+		be->conn_close(st->conn);
+		free(st);
+	}
+}
+
+static void
+msg_free(void *m)
+{
+	if (m != NULL) {
+		protobuf_c_message_free_unpacked((ProtobufCMessage *) m, NULL);
+	}
+}
+
+// insert adds a thread of owner with metadata (a fresh UUIDv7 id, written
+// to id) created at created_us with the given ttl.
+static cm_err
+insert(tsvc_store *st, const char *owner, const char *meta, int64_t created_us,
+    double ttl_minutes, char id[CM_UUID_LEN + 1])
+{
+	tsvc_thread t = THREADGATE__THREADS__V1__THREAD__INIT;
+
+	cm_uuid7(id);
+	t.owner         = (char *) owner;
+	t.thread_id     = id;
+	t.metadata_json = (char *) meta;
+	t.created_at_us = created_us;
+	t.updated_at_us = created_us;
+	t.ttl_minutes   = ttl_minutes;
+	t.ttl_strategy  = ttl_minutes > 0 ? "delete" : "";
+	return (be->thread_insert(st, &t));
+}
+
+// assert_same_json: a and b parse to equal JSON values.
+static void
+assert_same_json(const char *a, const char *b)
+{
+	json_t *ja = NULL;
+	json_t *jb = NULL;
+
+	if (cm_json_parse(a, strlen(a), 1u << 24, &ja, NULL, 0) != CM_OK) {
+		fail_msg("not JSON for jansson: %s", a);
+	}
+	assert_int_equal(
+	    cm_json_parse(b, strlen(b), 1u << 24, &jb, NULL, 0), CM_OK);
+	if (!json_equal(ja, jb)) {
+		fail_msg("JSON differs:\n  %s\n  %s", a, b);
+	}
+	json_decref(ja);
+	json_decref(jb);
+}
+
+static int
+skip_without_pg(void **state)
+{
+	(void) state;
+	if (target == NULL) {
+		skip();
+	}
+	return (0);
+}
+
+// ---------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------
+
+// jsonb normalizes text; what comes back must be compact JSON that
+// jansson reads as the same value, including doubles jsonb prints in
+// plain notation and integers at the edges of int64.
+static void
+test_json_round_trip(void **state)
+{
+	static const char *const docs[] = {
+		"{\"z\":1,\"a\":{\"y\":[3,2,1],\"b\":null},\"m\":true}",
+		"{\"big\":1e300,\"neg\":-1.5e300,\"tiny\":1.5e-7,\"p\":0.1,"
+		"\"one\":1.0,\"e20\":1e20,\"max\":9223372036854775807,"
+		"\"min\":-9223372036854775808,\"z\":-0.0}",
+		"{\"s\":\"caf\\u00e9 \\ud83d\\ude00 \\\" \\\\ \\n \\t \\u0001 "
+		"/\",\"dup\":1,\"dup\":2}",
+		"{\"e\":{},\"a\":[],\"n\":[[],[{}]],\"k with space\":\" v \"}",
+	};
+	tsvc_store *st = store_new(db);
+	char        id[CM_UUID_LEN + 1];
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+		tsvc_thread *t = NULL;
+		json_t      *v = NULL;
+		char        *compact;
+
+		// The core hands in compact JSON it dumped itself.
+		assert_int_equal(cm_json_parse(docs[i], strlen(docs[i]),
+		                     1u << 20, &v, NULL, 0),
+		    CM_OK);
+		compact = cm_json_dump(v);
+		json_decref(v);
+		assert_int_equal(
+		    insert(st, ALICE, compact, cm_now_us(), 0, id), CM_OK);
+		assert_int_equal(
+		    be->thread_set_values(st, ALICE, id, compact, cm_now_us()),
+		    CM_OK);
+		assert_int_equal(be->thread_get(st, ALICE, id, 0, &t), CM_OK);
+		assert_non_null(t);
+		assert_same_json(t->metadata_json, compact);
+		assert_same_json(t->values_json, compact);
+		// Compact: no whitespace after ':' or ',' outside strings.
+		if (i != 3) {
+			assert_null(strstr(t->metadata_json, "\": "));
+			assert_null(strstr(t->metadata_json, ", "));
+		}
+		assert_string_equal(t->config_json, "{}");
+		assert_string_equal(t->interrupts_json, "{}");
+		msg_free(t);
+		free(compact);
+	}
+	store_free(st);
+}
+
+// Input jsonb cannot hold is refused as invalid, not as a server error.
+static void
+test_json_nul_refused(void **state)
+{
+	tsvc_store *st = store_new(db);
+	char        id[CM_UUID_LEN + 1];
+
+	(void) state;
+	assert_int_equal(
+	    insert(st, ALICE, "{\"a\":\"x\\u0000y\"}", cm_now_us(), 0, id),
+	    CM_EINVAL);
+	assert_non_null(strstr(st->detail, "\\u0000"));
+	// The connection is fine afterwards.
+	assert_int_equal(be->ping(st), CM_OK);
+	store_free(st);
+}
+
+// Containment is jsonb's @>; filters go through the bound parameter.
+static void
+test_containment(void **state)
+{
+	tsvc_store *st    = store_new(db);
+	const char *owner = "owner-containment";
+	char        a[CM_UUID_LEN + 1];
+	char        b[CM_UUID_LEN + 1];
+	tsvc_filter f = { 0 };
+	int64_t     n = -1;
+
+	(void) state;
+	assert_int_equal(insert(st, owner,
+	                     "{\"owner\":\"x\",\"t\":{\"tags\":[1,2,3]},"
+	                     "\"n\":1.0}",
+	                     cm_now_us(), 0, a),
+	    CM_OK);
+	assert_int_equal(insert(st, owner, "{\"t\":{\"tags\":[3]},\"n\":2}",
+	                     cm_now_us(), 0, b),
+	    CM_OK);
+	f.metadata = "{\"t\":{\"tags\":[3]}}";
+	assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+	assert_int_equal(n, 2);
+	f.metadata = "{\"t\":{\"tags\":[2,1]}}";
+	assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+	assert_int_equal(n, 1);
+	f.metadata = "{\"n\":1}"; // 1 equals 1.0
+	assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+	assert_int_equal(n, 1);
+	f.metadata = "{\"t\":\"'; DROP TABLE threads; --\"}";
+	assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+	assert_int_equal(n, 0);
+	// Another owner sees none of it.
+	f.metadata = NULL;
+	assert_int_equal(be->thread_count(st, "someone-else", &f, &n), CM_OK);
+	assert_int_equal(n, 0);
+	store_free(st);
+}
+
+// A statement still waiting when the deadline passes is cancelled in the
+// server and the call fails with CM_ETIMEDOUT soon after; the connection
+// stays usable and no cancel leaks into the next statement.
+static void
+test_deadline_cancels(void **state)
+{
+	tsvc_store  *holder = store_new(db);
+	tsvc_store  *st     = store_new(db);
+	tsvc_thread *t      = NULL;
+	char         id[CM_UUID_LEN + 1];
+	int64_t      t0;
+	int64_t      took;
+
+	(void) state;
+	assert_int_equal(insert(holder, BOB, "{}", cm_now_us(), 0, id), CM_OK);
+	assert_int_equal(be->begin(holder, TSVC_TX_WRITE), CM_OK);
+	assert_int_equal(be->thread_get(holder, BOB, id, 1, &t), CM_OK);
+	msg_free(t);
+	t = NULL;
+
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	t0              = cm_mono_ms();
+	st->deadline_ms = cm_now_ms() + SHORT_DEADLINE_MS;
+	assert_int_equal(be->thread_get(st, BOB, id, 1, &t), CM_ETIMEDOUT);
+	took = cm_mono_ms() - t0;
+	assert_true(took >= SHORT_DEADLINE_MS - 50);
+	assert_true(took < SHORT_DEADLINE_MS + LATE_MS);
+	be->rollback(st);
+	// Nothing of it still waits in the server.
+	wait_until("SELECT count(*) FROM pg_stat_activity"
+	           " WHERE wait_event_type = 'Lock'",
+	    0);
+	// A deadline already passed fails before anything is sent.
+	st->deadline_ms = cm_now_ms() - 1;
+	assert_int_equal(be->ping(st), CM_ETIMEDOUT);
+	st->deadline_ms = 0;
+	assert_int_equal(be->ping(st), CM_OK);
+	be->rollback(holder);
+	// Once the lock is free, the same call works within its deadline.
+	st->deadline_ms = cm_now_ms() + WAIT_MS;
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	assert_int_equal(be->thread_get(st, BOB, id, 1, &t), CM_OK);
+	assert_non_null(t);
+	msg_free(t);
+	assert_int_equal(be->commit(st), CM_OK);
+	store_free(st);
+	store_free(holder);
+}
+
+// A connection the server dropped is replaced: between requests without
+// the caller noticing; inside a transaction the transaction fails with
+// CM_EUNAVAIL and the next call works again.
+static void
+test_reconnect(void **state)
+{
+	tsvc_store  *st = store_new(db);
+	tsvc_thread *t  = NULL;
+	char         id[CM_UUID_LEN + 1];
+	char        *v;
+
+	(void) state;
+	assert_int_equal(insert(st, ALICE, "{}", cm_now_us(), 0, id), CM_OK);
+	v = admin("SELECT count(pg_terminate_backend(pid))"
+	          " FROM pg_stat_activity"
+	          " WHERE application_name = 'threadgate-threads'"
+	          " AND datname = current_database()");
+	free(v);
+	wait_until("SELECT count(*) FROM pg_stat_activity"
+	           " WHERE application_name = 'threadgate-threads'"
+	           " AND datname = current_database()",
+	    0);
+	// Idle when it was dropped: repaired before the statement.
+	assert_int_equal(be->thread_get(st, ALICE, id, 0, &t), CM_OK);
+	assert_non_null(t);
+	msg_free(t);
+	t = NULL;
+
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	v = admin("SELECT count(pg_terminate_backend(pid))"
+	          " FROM pg_stat_activity"
+	          " WHERE application_name = 'threadgate-threads'"
+	          " AND datname = current_database()");
+	free(v);
+	wait_until("SELECT count(*) FROM pg_stat_activity"
+	           " WHERE application_name = 'threadgate-threads'"
+	           " AND datname = current_database()",
+	    0);
+	assert_int_equal(be->thread_get(st, ALICE, id, 1, &t), CM_EUNAVAIL);
+	assert_string_equal(st->detail, "storage unavailable, retry later");
+	// Still inside the dead transaction: no silent reconnect.
+	assert_int_equal(be->ping(st), CM_EUNAVAIL);
+	be->rollback(st);
+	assert_int_equal(be->ping(st), CM_OK);
+	assert_int_equal(be->thread_get(st, ALICE, id, 0, &t), CM_OK);
+	msg_free(t);
+	store_free(st);
+}
+
+typedef struct opener {
+	const char *target;
+	cm_err      rv;
+	void       *db;
+	char        detail[CM_RPC_DETAIL_MAX];
+} opener;
+
+static void *
+open_thread(void *arg)
+{
+	opener *o = arg;
+
+	o->rv =
+	    be->db_open(o->target, NULL, &o->db, o->detail, sizeof(o->detail));
+	return (NULL);
+}
+
+// Replicas starting together on an empty database migrate it once; a
+// database with a newer schema is refused.
+static void
+test_migrations(void **state)
+{
+	char      name[64];
+	char     *t;
+	char     *v;
+	opener    o[4];
+	pthread_t th[4];
+	void     *d = NULL;
+	char      detail[CM_RPC_DETAIL_MAX];
+
+	(void) state;
+	snprintf(name, sizeof(name), "tgmig_%lld", (long long) cm_now_us());
+	{
+		char sql[128];
+
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+		free(admin(sql));
+	}
+	t = target_with_db(name, NULL);
+	for (int i = 0; i < 4; i++) {
+		memset(&o[i], 0, sizeof(o[i]));
+		o[i].target = t;
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, open_thread, &o[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		if (o[i].rv != CM_OK) {
+			fail_msg("db_open %d: %s", i, o[i].detail);
+		}
+		be->db_close(o[i].db);
+	}
+	v = admin_on(t,
+	    "SELECT count(*) || ':' || max(version)"
+	    " FROM threadgate_schema");
+	assert_string_equal(v, "1:1");
+	free(v);
+	// A newer schema (a newer build ran here) is refused.
+	free(admin_on(t,
+	    "INSERT INTO threadgate_schema (version)"
+	    " VALUES (99)"));
+	assert_int_equal(
+	    be->db_open(t, NULL, &d, detail, sizeof(detail)), CM_EUNAVAIL);
+	assert_non_null(strstr(detail, "newer"));
+	// Garbage targets are refused without being echoed.
+	assert_int_equal(be->db_open("host=x password='secret", NULL, &d,
+	                     detail, sizeof(detail)),
+	    CM_EINVAL);
+	assert_null(strstr(detail, "secret"));
+	free(t);
+	{
+		char sql[128];
+
+		snprintf(
+		    sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", name);
+		free(admin(sql));
+	}
+}
+
+typedef struct racer {
+	tsvc_store *st;
+	const char *id;
+	cm_err      rv;
+} racer;
+
+static void *
+insert_thread(void *arg)
+{
+	racer      *r = arg;
+	tsvc_thread t = THREADGATE__THREADS__V1__THREAD__INIT;
+
+	t.owner         = BOB;
+	t.thread_id     = (char *) r->id;
+	t.metadata_json = "{}";
+	t.created_at_us = cm_now_us();
+	t.updated_at_us = t.created_at_us;
+	t.ttl_strategy  = "";
+	r->rv           = be->thread_insert(r->st, &t);
+	return (NULL);
+}
+
+// The same id inserted by two connections at once: the second waits for
+// the first's transaction and gets CM_EEXIST when it commits, or inserts
+// when it rolls back.
+static void
+test_insert_race(void **state)
+{
+	tsvc_store *a = store_new(db);
+	racer       r = { store_new(db), NULL, CM_OK };
+	pthread_t   th;
+	tsvc_thread t = THREADGATE__THREADS__V1__THREAD__INIT;
+	char        id[CM_UUID_LEN + 1];
+
+	(void) state;
+	for (int commit = 1; commit >= 0; commit--) {
+		cm_uuid7(id);
+		t.owner         = ALICE;
+		t.thread_id     = id;
+		t.metadata_json = "{}";
+		t.created_at_us = cm_now_us();
+		t.updated_at_us = t.created_at_us;
+		t.ttl_strategy  = "";
+		assert_int_equal(be->begin(a, TSVC_TX_WRITE), CM_OK);
+		assert_int_equal(be->thread_insert(a, &t), CM_OK);
+		r.id = id;
+		assert_int_equal(
+		    pthread_create(&th, NULL, insert_thread, &r), 0);
+		wait_until("SELECT count(*) FROM pg_stat_activity"
+		           " WHERE wait_event_type = 'Lock'"
+		           " AND application_name = 'threadgate-threads'",
+		    1);
+		if (commit) {
+			assert_int_equal(be->commit(a), CM_OK);
+		} else {
+			be->rollback(a);
+		}
+		pthread_join(th, NULL);
+		assert_int_equal(r.rv, commit ? CM_EEXIST : CM_OK);
+	}
+	store_free(r.st);
+	store_free(a);
+}
+
+typedef struct sweeper {
+	tsvc_store *st;
+	int64_t     now;
+	int64_t     total;
+	cm_err      rv;
+} sweeper;
+
+static void *
+sweep_thread(void *arg)
+{
+	sweeper *s = arg;
+	int64_t  n;
+
+	do {
+		n     = 0;
+		s->rv = be->sweep(s->st, s->now, 7, &n);
+		s->total += n;
+	} while (s->rv == CM_OK && n > 0);
+	return (NULL);
+}
+
+// Two sweepers at once delete every expired thread exactly once, skip a
+// row another transaction holds (instead of waiting), and leave the rest.
+static void
+test_concurrent_sweep(void **state)
+{
+	tsvc_store  *st  = store_new(db);
+	tsvc_thread *t   = NULL;
+	int64_t      now = cm_now_us();
+	int64_t      old = now - 3600 * INT64_C(1000000);
+	sweeper      s[2];
+	pthread_t    th[2];
+	char         id[CM_UUID_LEN + 1];
+	char         held[CM_UUID_LEN + 1];
+	int64_t      n;
+
+	(void) state;
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(
+		    insert(st, "sweep-owner", "{}", old, 1, id), CM_OK);
+	}
+	for (int i = 0; i < 5; i++) { // not expired yet
+		assert_int_equal(
+		    insert(st, "sweep-owner", "{}", now, 120, id), CM_OK);
+	}
+	assert_int_equal(insert(st, "sweep-owner", "{}", old, 0, id), CM_OK);
+	// One expired row is held by a writer.
+	assert_int_equal(insert(st, "sweep-owner", "{}", old, 1, held), CM_OK);
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	assert_int_equal(
+	    be->thread_get(st, "sweep-owner", held, 1, &t), CM_OK);
+	msg_free(t);
+	for (int i = 0; i < 2; i++) {
+		s[i].st    = store_new(db);
+		s[i].now   = now;
+		s[i].total = 0;
+		s[i].rv    = CM_OK;
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, sweep_thread, &s[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(s[i].rv, CM_OK);
+	}
+	assert_int_equal(s[0].total + s[1].total, 100);
+	assert_int_equal(be->commit(st), CM_OK);
+	n = 0;
+	assert_int_equal(be->sweep(s[0].st, now, 100, &n), CM_OK);
+	assert_int_equal(n, 1); // the row that was held
+	assert_int_equal(admin_i64("SELECT count(*) FROM threads"
+	                           " WHERE owner = 'sweep-owner'"),
+	    6);
+	store_free(s[0].st);
+	store_free(s[1].st);
+	store_free(st);
+}
+
+// The GIN index serves metadata containment and the partial expires_at
+// index serves the sweep, with the statements as prepared (checked in
+// the server's index statistics).
+static void
+test_indexes_serve(void **state)
+{
+	tsvc_store *st    = store_new(db);
+	tsvc_filter f     = { 0 };
+	const char *owner = "index-owner";
+	char        id[CM_UUID_LEN + 1];
+	char        meta[64];
+	int64_t     n   = 0;
+	int64_t     now = cm_now_us();
+	char       *v;
+
+	(void) state;
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	for (int i = 0; i < 3000; i++) {
+		snprintf(meta, sizeof(meta), "{\"k\":\"%s\",\"i\":%d}",
+		    i % 1000 == 0 ? "rare" : "common", i);
+		assert_int_equal(insert(st, owner, meta, now - i,
+		                     i % 1000 == 1 ? 1 : 0, id),
+		    CM_OK);
+	}
+	assert_int_equal(be->commit(st), CM_OK);
+	free(admin("ANALYZE threads"));
+	f.metadata = "{\"k\":\"rare\"}";
+	assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(
+	    be->sweep(st, now + 3600 * INT64_C(1000000), 100, &n), CM_OK);
+	assert_int_equal(n, 3);
+	// Statistics reach the server's views within a second or so.
+	wait_until("SELECT count(*) FROM pg_stat_user_indexes"
+	           " WHERE indexrelname IN ('threads_metadata',"
+	           " 'threads_expires') AND idx_scan > 0",
+	    2);
+	v = admin("SELECT 1");
+	free(v);
+	store_free(st);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_json_round_trip, skip_without_pg),
+		cmocka_unit_test_setup(test_json_nul_refused, skip_without_pg),
+		cmocka_unit_test_setup(test_containment, skip_without_pg),
+		cmocka_unit_test_setup(test_deadline_cancels, skip_without_pg),
+		cmocka_unit_test_setup(test_reconnect, skip_without_pg),
+		cmocka_unit_test_setup(test_migrations, skip_without_pg),
+		cmocka_unit_test_setup(test_insert_race, skip_without_pg),
+		cmocka_unit_test_setup(test_concurrent_sweep, skip_without_pg),
+		cmocka_unit_test_setup(test_indexes_serve, skip_without_pg),
+	};
+	char   detail[CM_RPC_DETAIL_MAX];
+	int    rc;
+	cm_err rv;
+
+	target = getenv("TG_TEST_THREADS_DB");
+	if (target != NULL && target[0] == '\0') {
+		target = NULL;
+	}
+	if (target != NULL) {
+		rv = be->db_open(target, NULL, &db, detail, sizeof(detail));
+		if (rv != CM_OK) {
+			fprintf(stderr, "db_open(%s): %s: %s\n", target,
+			    cm_strerror(rv), detail);
+			return (1);
+		}
+	}
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	be->db_close(db);
+	return (rc);
+}
