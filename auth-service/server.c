@@ -307,7 +307,7 @@ auth_rpc_authenticate(Threadgate__Auth__V1__AuthService_Service *service,
 		    in->n_required_scopes, call->deadline_ms, &res, detail,
 		    sizeof(detail), call->blocking_ok ? NULL : &would_block);
 		if (would_block) {
-			if (cm_rpc_offload(call) == CM_OK) {
+			if (cm_rpc_offload(call, 0) == CM_OK) {
 				return;
 			}
 			detail[0] = '\0';
@@ -467,15 +467,16 @@ auth_server_start(
 		goto out;
 	}
 	memset(&rc, 0, sizeof(rc));
-	rc.url         = cfg->listen_url;
-	rc.service     = &srv->service.base;
-	rc.nworkers    = cfg->workers;
-	rc.nblocking   = cfg->workers;
-	rc.worker_init = worker_init;
-	rc.worker_fini = worker_fini;
-	rc.on_reject   = on_reject;
-	rc.arg         = srv;
-	rv             = cm_rpc_server_start(&rc, &srv->rpc);
+	rc.url             = cfg->listen_url;
+	rc.service         = &srv->service.base;
+	rc.nworkers        = cfg->workers;
+	rc.nlanes          = 1;
+	rc.lane_threads[0] = cfg->workers;
+	rc.worker_init     = worker_init;
+	rc.worker_fini     = worker_fini;
+	rc.on_reject       = on_reject;
+	rc.arg             = srv;
+	rv                 = cm_rpc_server_start(&rc, &srv->rpc);
 	if (rv != CM_OK) {
 		goto out;
 	}

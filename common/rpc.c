@@ -2,11 +2,13 @@
 //
 // RPC over nng REQ/REP with threadgate.rpc.v1 envelopes (see rpc.h).
 //
-// Server: each worker is a thread owning one nng_ctx on the REP socket.
-// It blocks in its own ctx receive (never on an nng taskq thread), so a
-// handler may do slow work (sqlite fsync, an IdP round trip) without
-// stalling nng's callback threads. Dispatch is by method name through the
-// protobuf-c service descriptor.
+// Server: N contexts on one REP socket, each an aio running RECV ->
+// handle -> SEND in nng's callbacks: a handler runs inline on the nng task
+// thread that completed the receive. Handlers that may block offload the
+// call to a lane: a bounded FIFO queue served by that lane's own threads,
+// each with its own worker state. The context stays with the call (its
+// reply must go out on it) until the lane thread answers. Dispatch is by
+// method name through the protobuf-c service descriptor.
 //
 // Client: a REQ socket and a free list of slots, each an nng_ctx plus an
 // aio running a two-step state machine (SEND -> RECV) in nng callbacks.
@@ -89,29 +91,40 @@ struct rpc_ctx {
 	ProtobufCMessage                *input;
 	const ProtobufCMethodDescriptor *method;
 	cm_rpc_call                      call;
-	rpc_ctx                         *next; // offload queue link
+	rpc_ctx                         *next; // lane queue link
 };
+
+// A lane: a FIFO of offloaded calls and the threads that run them.
+typedef struct rpc_lane {
+	cm_rpc_server  *srv;
+	int             index;
+	int             nthreads;
+	int             queue_max;
+	int             base;  // worker_init index of thread 0
+	void          **state; // per thread, from worker_init
+	pthread_t      *threads;
+	int             nstarted;
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	rpc_ctx        *qhead;
+	rpc_ctx        *qtail;
+	int             qlen;
+	int             busy;
+	int             stop;
+} rpc_lane;
 
 struct cm_rpc_server {
 	cm_rpc_server_config cfg;
 	nng_socket           sock;
 	rpc_ctx             *ctxs;
-	void               **blocking_state;
-	pthread_t           *threads;
-	int                  nthreads; // blocking threads started
+	rpc_lane             lanes[CM_RPC_MAX_LANES];
 	atomic_int           stopping;
-	// Offload queue (FIFO) for the blocking threads.
-	pthread_mutex_t mu;
-	pthread_cond_t  cv;
-	rpc_ctx        *qhead;
-	rpc_ctx        *qtail;
-	int             qstop;
 };
 
 // Output of one handler invocation, filled by the closure.
 typedef struct call_out {
 	int      called;
-	int      offloaded;
+	int      offload_lane; // -1: not offloaded
 	uint8_t *buf;
 	size_t   len;
 } call_out;
@@ -197,27 +210,33 @@ ctx_reply(rpc_ctx *c, nng_msg *reply)
 	nng_ctx_send(c->ctx, c->aio);
 }
 
-static cm_err enqueue(rpc_ctx *c);
+static cm_err enqueue(rpc_ctx *c, int lane);
 
-// Invokes the handler for the call in c with the given worker state and
-// answers, unless the handler offloaded the call.
+// Invokes the handler for the call in c with the given worker state (on
+// lane, or inline when lane is -1) and answers, unless the handler
+// offloaded the call.
 static void
-ctx_invoke(rpc_ctx *c, void *state, int index, int blocking_ok)
+ctx_invoke(rpc_ctx *c, void *state, int index, int lane)
 {
 	ProtobufCService *svc = c->srv->cfg.service;
-	call_out          co  = { 0 };
+	call_out          co  = { .offload_lane = -1 };
 
 	c->call.worker       = state;
 	c->call.worker_index = index;
-	c->call.blocking_ok  = blocking_ok;
+	c->call.blocking_ok  = (lane >= 0);
+	c->call.lane         = lane;
 	c->call.priv         = &co;
 	svc->invoke(svc, (unsigned) (c->method - svc->descriptor->methods),
 	    c->input, handler_closure, &c->call);
-	if (co.offloaded && !co.called) {
-		if (enqueue(c) == CM_OK) {
-			return; // a blocking thread answers
+	if (co.offload_lane >= 0 && !co.called) {
+		cm_err err = enqueue(c, co.offload_lane);
+
+		if (err == CM_OK) {
+			return; // a lane thread answers
 		}
-		cm_rpc_fail(&c->call, CM_EUNAVAIL, "server stopping");
+		cm_rpc_fail(&c->call, CM_EUNAVAIL, "%s",
+		    err == CM_ETOOBIG ? "server overloaded, retry later"
+		                      : "server stopping");
 		co.called = 1;
 	}
 	if (!co.called) {
@@ -284,7 +303,7 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 	c->call.request_id  = rid;
 	c->call.deadline_ms = c->req->deadline_unix_ms;
 	c->call.status      = CM_OK;
-	ctx_invoke(c, c->state, c->index, 0);
+	ctx_invoke(c, c->state, c->index, -1);
 }
 
 static void
@@ -320,74 +339,104 @@ ctx_cb(void *arg)
 }
 
 cm_err
-cm_rpc_offload(cm_rpc_call *call)
+cm_rpc_offload(cm_rpc_call *call, int lane)
 {
 	rpc_ctx  *c  = (rpc_ctx *) ((char *) call - offsetof(rpc_ctx, call));
 	call_out *co = call->priv;
 
 	// Only marks the call: ctx_invoke() queues it once the handler has
-	// returned, so a blocking thread never touches a call whose inline
+	// returned, so a lane thread never touches a call whose inline
 	// handler is still on the stack.
-	if (call->blocking_ok || c->srv->nthreads == 0 ||
-	    atomic_load(&c->srv->stopping)) {
+	if (call->blocking_ok || lane < 0 || lane >= c->srv->cfg.nlanes) {
+		return (CM_EINVAL);
+	}
+	if (atomic_load(&c->srv->stopping)) {
 		return (CM_EUNAVAIL);
 	}
-	co->offloaded = 1;
+	co->offload_lane = lane;
 	return (CM_OK);
 }
 
-// Queues c for a blocking thread; CM_EUNAVAIL when the server is stopping.
+// Queues c on a lane: CM_ETOOBIG when its queue is full, CM_EUNAVAIL
+// when the server is stopping.
 static cm_err
-enqueue(rpc_ctx *c)
+enqueue(rpc_ctx *c, int lane)
 {
-	cm_rpc_server *srv = c->srv;
+	rpc_lane *l = &c->srv->lanes[lane];
 
-	pthread_mutex_lock(&srv->mu);
-	if (srv->qstop) {
-		pthread_mutex_unlock(&srv->mu);
+	pthread_mutex_lock(&l->mu);
+	if (l->stop) {
+		pthread_mutex_unlock(&l->mu);
 		return (CM_EUNAVAIL);
+	}
+	// Calls wait only while every thread is busy; beyond queue_max of
+	// them the lane cannot drain the queue before the callers give up.
+	if (l->qlen >= l->queue_max) {
+		pthread_mutex_unlock(&l->mu);
+		return (CM_ETOOBIG);
 	}
 	c->next = NULL;
-	if (srv->qtail != NULL) {
-		srv->qtail->next = c;
+	if (l->qtail != NULL) {
+		l->qtail->next = c;
 	} else {
-		srv->qhead = c;
+		l->qhead = c;
 	}
-	srv->qtail = c;
-	pthread_cond_signal(&srv->cv);
-	pthread_mutex_unlock(&srv->mu);
+	l->qtail = c;
+	l->qlen++;
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
 	return (CM_OK);
 }
 
-typedef struct blocking_arg {
-	cm_rpc_server *srv;
-	int            index; // 0..nblocking-1
-} blocking_arg;
+void
+cm_rpc_server_lane_stats(cm_rpc_server *srv, int lane, int *busy, int *queued)
+{
+	rpc_lane *l;
+
+	if (srv == NULL || lane < 0 || lane >= srv->cfg.nlanes) {
+		return;
+	}
+	l = &srv->lanes[lane];
+	pthread_mutex_lock(&l->mu);
+	if (busy != NULL) {
+		*busy = l->busy;
+	}
+	if (queued != NULL) {
+		*queued = l->qlen;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+typedef struct lane_arg {
+	rpc_lane *lane;
+	int       thread; // 0..nthreads-1
+} lane_arg;
 
 static void *
-blocking_main(void *arg)
+lane_main(void *arg)
 {
-	blocking_arg   ba  = *(blocking_arg *) arg;
-	cm_rpc_server *srv = ba.srv;
+	lane_arg  la = *(lane_arg *) arg;
+	rpc_lane *l  = la.lane;
 
 	free(arg);
+	pthread_mutex_lock(&l->mu);
 	for (;;) {
 		rpc_ctx *c;
 
-		pthread_mutex_lock(&srv->mu);
-		while (srv->qhead == NULL && !srv->qstop) {
-			pthread_cond_wait(&srv->cv, &srv->mu);
+		while (l->qhead == NULL && !l->stop) {
+			pthread_cond_wait(&l->cv, &l->mu);
 		}
-		if (srv->qstop) {
-			pthread_mutex_unlock(&srv->mu);
+		if (l->stop) {
 			break;
 		}
-		c          = srv->qhead;
-		srv->qhead = c->next;
-		if (srv->qhead == NULL) {
-			srv->qtail = NULL;
+		c        = l->qhead;
+		l->qhead = c->next;
+		if (l->qhead == NULL) {
+			l->qtail = NULL;
 		}
-		pthread_mutex_unlock(&srv->mu);
+		l->qlen--;
+		l->busy++;
+		pthread_mutex_unlock(&l->mu);
 
 		if (c->call.deadline_ms != 0 &&
 		    cm_now_ms() >= c->call.deadline_ms) {
@@ -395,33 +444,38 @@ blocking_main(void *arg)
 			    response_msg(CM_ETIMEDOUT,
 			        "deadline passed while queued",
 			        c->call.request_id, NULL, 0));
-			continue;
+		} else {
+			c->call.status    = CM_OK;
+			c->call.detail[0] = '\0';
+			ctx_invoke(c, l->state[la.thread], l->base + la.thread,
+			    l->index);
 		}
-		c->call.status    = CM_OK;
-		c->call.detail[0] = '\0';
-		ctx_invoke(c, srv->blocking_state[ba.index],
-		    srv->cfg.nworkers + ba.index, 1);
+		pthread_mutex_lock(&l->mu);
+		l->busy--;
 	}
+	pthread_mutex_unlock(&l->mu);
 	return (NULL);
 }
 
 static void
 server_free(cm_rpc_server *srv)
 {
-	int nstates = srv->cfg.nworkers + srv->cfg.nblocking;
-
 	// Order matters with nng 1.5.2, which crashes when a socket closes
-	// under an operation in progress: stop receiving, let the blocking
+	// under an operation in progress: stop receiving, let the lane
 	// threads finish their call (they may still send its reply), stop
 	// every context's aio (waits for its callback), and only then close
 	// the socket.
 	atomic_store(&srv->stopping, 1);
-	pthread_mutex_lock(&srv->mu);
-	srv->qstop = 1;
-	pthread_cond_broadcast(&srv->cv);
-	pthread_mutex_unlock(&srv->mu);
-	for (int i = 0; i < srv->nthreads; i++) {
-		pthread_join(srv->threads[i], NULL);
+	for (int l = 0; l < srv->cfg.nlanes; l++) {
+		rpc_lane *lane = &srv->lanes[l];
+
+		pthread_mutex_lock(&lane->mu);
+		lane->stop = 1;
+		pthread_cond_broadcast(&lane->cv);
+		pthread_mutex_unlock(&lane->mu);
+		for (int t = 0; t < lane->nstarted; t++) {
+			pthread_join(lane->threads[t], NULL);
+		}
 	}
 	for (int i = 0; i < srv->cfg.nworkers; i++) {
 		if (srv->ctxs[i].aio != NULL) {
@@ -432,65 +486,92 @@ server_free(cm_rpc_server *srv)
 	for (int i = 0; i < srv->cfg.nworkers; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 
-		// Calls still queued for offload were never answered.
+		// Calls still queued for a lane were never answered.
 		protobuf_c_message_free_unpacked(c->input, NULL);
 		threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
 		if (c->aio != NULL) {
 			nng_aio_free(c->aio);
 		}
-	}
-	for (int i = 0; i < nstates; i++) {
-		void *st = i < srv->cfg.nworkers
-		    ? srv->ctxs[i].state
-		    : srv->blocking_state[i - srv->cfg.nworkers];
-		if (st != NULL && srv->cfg.worker_fini != NULL) {
-			srv->cfg.worker_fini(srv->cfg.arg, st);
+		if (c->state != NULL && srv->cfg.worker_fini != NULL) {
+			srv->cfg.worker_fini(srv->cfg.arg, c->state);
 		}
 	}
-	pthread_mutex_destroy(&srv->mu);
-	pthread_cond_destroy(&srv->cv);
+	for (int l = 0; l < srv->cfg.nlanes; l++) {
+		rpc_lane *lane = &srv->lanes[l];
+
+		for (int t = 0; t < lane->nthreads; t++) {
+			if (lane->state[t] != NULL &&
+			    srv->cfg.worker_fini != NULL) {
+				srv->cfg.worker_fini(
+				    srv->cfg.arg, lane->state[t]);
+			}
+		}
+		pthread_mutex_destroy(&lane->mu);
+		pthread_cond_destroy(&lane->cv);
+		free(lane->state);
+		free(lane->threads);
+	}
 	free(srv->ctxs);
-	free(srv->blocking_state);
-	free(srv->threads);
 	free(srv);
+}
+
+// Runs worker_init for the state of index; on failure sets *err.
+static void *
+state_init(const cm_rpc_server_config *cfg, int index, cm_err *err)
+{
+	if (*err != CM_OK || cfg->worker_init == NULL) {
+		return (NULL);
+	}
+	return (cfg->worker_init(cfg->arg, index, err));
 }
 
 cm_err
 cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 {
 	cm_rpc_server *srv;
-	cm_err         err = CM_OK;
+	cm_err         err   = CM_OK;
+	int            index = 0;
 	int            rv;
 
 	if (cfg == NULL || cfg->url == NULL || cfg->service == NULL ||
 	    cfg->nworkers < 1 || cfg->nworkers > CM_RPC_MAX_WORKERS ||
-	    cfg->nblocking < 0 || cfg->nblocking > CM_RPC_MAX_WORKERS) {
+	    cfg->nlanes < 0 || cfg->nlanes > CM_RPC_MAX_LANES) {
 		return (CM_EINVAL);
+	}
+	for (int l = 0; l < cfg->nlanes; l++) {
+		if (cfg->lane_threads[l] < 1 ||
+		    cfg->lane_threads[l] > CM_RPC_MAX_WORKERS ||
+		    cfg->lane_queue[l] < 0) {
+			return (CM_EINVAL);
+		}
 	}
 	srv       = cm_xcalloc(1, sizeof(*srv));
 	srv->cfg  = *cfg;
 	srv->ctxs = cm_xcalloc((size_t) cfg->nworkers, sizeof(rpc_ctx));
-	srv->blocking_state =
-	    cm_xcalloc((size_t) cfg->nblocking + 1, sizeof(void *));
-	srv->threads =
-	    cm_xcalloc((size_t) cfg->nblocking + 1, sizeof(pthread_t));
 	atomic_init(&srv->stopping, 0);
-	pthread_mutex_init(&srv->mu, NULL);
-	pthread_cond_init(&srv->cv, NULL);
 
-	// Worker states first: a failing worker_init aborts before anything
-	// listens.
-	for (int i = 0; i < cfg->nworkers + cfg->nblocking && err == CM_OK;
-	     i++) {
-		void *st = NULL;
+	// Worker states first, in the documented index order: a failing
+	// worker_init aborts before anything listens.
+	for (int i = 0; i < cfg->nworkers; i++) {
+		srv->ctxs[i].state = state_init(cfg, index++, &err);
+	}
+	for (int l = 0; l < cfg->nlanes; l++) {
+		rpc_lane *lane = &srv->lanes[l];
 
-		if (cfg->worker_init != NULL) {
-			st = cfg->worker_init(cfg->arg, i, &err);
-		}
-		if (i < cfg->nworkers) {
-			srv->ctxs[i].state = st;
-		} else {
-			srv->blocking_state[i - cfg->nworkers] = st;
+		lane->srv       = srv;
+		lane->index     = l;
+		lane->nthreads  = cfg->lane_threads[l];
+		lane->queue_max = cfg->lane_queue[l] > 0 ? cfg->lane_queue[l]
+		                                         : cfg->nworkers;
+		lane->base      = index;
+		lane->state =
+		    cm_xcalloc((size_t) lane->nthreads, sizeof(void *));
+		lane->threads =
+		    cm_xcalloc((size_t) lane->nthreads, sizeof(pthread_t));
+		pthread_mutex_init(&lane->mu, NULL);
+		pthread_cond_init(&lane->cv, NULL);
+		for (int t = 0; t < lane->nthreads; t++) {
+			lane->state[t] = state_init(cfg, index++, &err);
 		}
 	}
 	if (err != CM_OK) {
@@ -526,18 +607,22 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 			goto fail;
 		}
 	}
-	for (int i = 0; i < cfg->nblocking; i++) {
-		blocking_arg *ba = cm_xmalloc(sizeof(*ba));
+	for (int l = 0; l < cfg->nlanes; l++) {
+		rpc_lane *lane = &srv->lanes[l];
 
-		ba->srv   = srv;
-		ba->index = i;
-		if (pthread_create(
-		        &srv->threads[i], NULL, blocking_main, ba) != 0) {
-			free(ba);
-			err = CM_EINTERNAL;
-			goto fail;
+		for (int t = 0; t < lane->nthreads; t++) {
+			lane_arg *la = cm_xmalloc(sizeof(*la));
+
+			la->lane   = lane;
+			la->thread = t;
+			if (pthread_create(
+			        &lane->threads[t], NULL, lane_main, la) != 0) {
+				free(la);
+				err = CM_EINTERNAL;
+				goto fail;
+			}
+			lane->nstarted++;
 		}
-		srv->nthreads++;
 	}
 	for (int i = 0; i < cfg->nworkers; i++) {
 		nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);

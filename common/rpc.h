@@ -4,21 +4,23 @@
 // envelopes (proto/rpc.proto), dispatched through protobuf-c's generated
 // service descriptors.
 //
-// Server: one REP socket and N nng contexts, each with its own worker
-// state (a sqlite connection, a CURL handle). When a context's receive
-// completes, its aio callback (on an nng thread) looks the method up by
-// name in the service descriptor, unpacks the payload with the method's
-// input descriptor and calls the generated service's invoke(), which calls
-// the handler - inline, with no thread handoff, so a fast handler costs one
-// nng round trip and nothing more. The handler answers by calling its
-// closure exactly once before returning (with its output message, or with
-// NULL after cm_rpc_fail()). A handler that may block (network, disk
-// writes) must not run on nng's few callback threads: it calls
-// cm_rpc_offload() and returns without answering; the same handler is then
-// invoked again on one of the server's blocking threads with
-// call->blocking_ok set. Malformed envelopes, unknown methods, undecodable
-// payloads and expired deadlines are answered with an error Response by
-// this module; handlers never see them.
+// Server: one REP socket and N nng contexts. When a context's receive
+// completes, its aio callback (on one of nng's task threads) looks the
+// method up by name in the service descriptor, unpacks the payload with
+// the method's input descriptor and calls the generated service's
+// invoke(), which calls the handler - inline, with no thread handoff, so a
+// fast handler (a cache hit) costs one nng round trip and nothing more.
+// The handler answers by calling its closure exactly once before
+// returning (with its output message, or with NULL after cm_rpc_fail()).
+// A handler that may block (network, disk, a database) must not run on
+// nng's few callback threads: it calls cm_rpc_offload() with a lane and
+// returns without answering; the same handler is then invoked again on one
+// of that lane's threads with call->blocking_ok set. Lanes are separate
+// bounded thread pools with bounded queues, so slow work of one kind (a
+// long scan) never waits in front of another kind (a point read).
+// Malformed envelopes, unknown methods, undecodable payloads and expired
+// deadlines are answered with an error Response by this module; handlers
+// never see them.
 //
 // Client: one REQ socket dialled non-blocking (start order does not
 // matter), a pool of nng contexts, a deadline on every send and receive.
@@ -42,8 +44,10 @@
 #define CM_RPC_DETAIL_MAX 256
 // Longest method name accepted, in bytes.
 #define CM_RPC_METHOD_MAX 64
-// Most worker threads a server may run.
+// Most worker threads a server may run (contexts, and threads per lane).
 #define CM_RPC_MAX_WORKERS 256
+// Most lanes (blocking thread pools) a server may have.
+#define CM_RPC_MAX_LANES 4
 
 // ---------------------------------------------------------------------
 // Server
@@ -60,11 +64,12 @@ typedef struct cm_rpc_call {
 	const char *request_id;  // borrowed; "" when the client sent none
 	int64_t     deadline_ms; // Unix ms; 0 = none
 	void       *worker;      // the worker state from worker_init of the
-	                         // context (inline) or blocking thread
+	                         // context (inline) or lane thread
 	int worker_index;
 	// 0 when the handler runs inline on an nng callback thread (it must
-	// not block: answer, or cm_rpc_offload()); 1 on a blocking thread.
+	// not block: answer, or cm_rpc_offload()); 1 on a lane thread.
 	int blocking_ok;
+	int lane; // the lane running the handler; -1 inline
 	// Set by cm_rpc_fail(); read by the server after the closure ran.
 	cm_err status;
 	char   detail[CM_RPC_DETAIL_MAX];
@@ -79,16 +84,25 @@ typedef struct cm_rpc_server_config {
 	// The generated service, initialised with the handlers (e.g.
 	// THREADGATE__AUTH__V1__AUTH_SERVICE__INIT(auth_)). Required.
 	ProtobufCService *service;
-	// Contexts (requests handled at once), 1..CM_RPC_MAX_WORKERS.
+	// Contexts (requests received and not yet answered, inline or
+	// queued or running on a lane), 1..CM_RPC_MAX_WORKERS. Requests
+	// beyond them wait in nng's socket queue, so keep it above the
+	// lanes' threads plus queues.
 	int nworkers;
-	// Blocking threads for cm_rpc_offload(), 0..CM_RPC_MAX_WORKERS
-	// (0: handlers never block; cm_rpc_offload() then fails).
-	int nblocking;
+	// Lanes for cm_rpc_offload(), 0..CM_RPC_MAX_LANES (0: handlers never
+	// block; cm_rpc_offload() then fails). Lane i has lane_threads[i]
+	// threads (1..CM_RPC_MAX_WORKERS) and holds at most lane_queue[i]
+	// calls waiting for one (0 = up to nworkers); a call offloaded to a
+	// full lane is answered CM_EUNAVAIL at once.
+	int nlanes;
+	int lane_threads[CM_RPC_MAX_LANES];
+	int lane_queue[CM_RPC_MAX_LANES];
 	// Optional: called at start, on the starting thread, once per context
-	// (index 0..nworkers-1) and once per blocking thread (index nworkers..
-	// nworkers+nblocking-1); returns that worker's state (NULL allowed) or
-	// sets *err to a non-OK value to abort start-up. The state is used by
-	// one thread at a time, not always the same thread. arg is cfg.arg.
+	// (index 0..nworkers-1) and once per lane thread (index nworkers..,
+	// lane 0's threads first); returns that worker's state (NULL allowed)
+	// or sets *err to a non-OK value to abort start-up. The state is used
+	// by one thread at a time, not always the same thread for contexts,
+	// always its own thread for lane threads. arg is cfg.arg.
 	void *(*worker_init)(void *arg, int index, cm_err *err);
 	// Optional: called with each worker state when the server stops.
 	void (*worker_fini)(void *arg, void *worker);
@@ -113,7 +127,7 @@ cm_err cm_rpc_server_start(
     const cm_rpc_server_config *cfg, cm_rpc_server **out);
 
 /**
- * cm_rpc_server_stop() stops receiving, lets the blocking threads finish
+ * cm_rpc_server_stop() stops receiving, lets the lane threads finish
  * their current call, closes the socket, runs worker_fini and frees the
  * server. Queued offloaded calls are dropped (their clients' deadlines
  * fire). NULL is allowed. Call from the thread that started it (not from
@@ -123,14 +137,23 @@ void cm_rpc_server_stop(cm_rpc_server *srv);
 
 /**
  * cm_rpc_offload() asks for the call's handler to be invoked again on a
- * blocking thread (with call->blocking_ok = 1 and that thread's worker
- * state). Call it from an inline handler (blocking_ok == 0), then return
- * without calling the closure. Returns CM_OK, or CM_EUNAVAIL when the
- * server has no blocking threads or is stopping - the handler must then
- * answer itself. A call that waits in the queue past its deadline is
- * answered CM_ETIMEDOUT without running.
+ * thread of lane (0..nlanes-1), with call->blocking_ok = 1, call->lane =
+ * lane and that thread's worker state. Call it from an inline handler
+ * (blocking_ok == 0), then return without calling the closure. Returns
+ * CM_OK; CM_EINVAL for a lane the server does not have or a call already
+ * on a lane; CM_EUNAVAIL when the server is stopping - the handler must
+ * then answer itself. A call offloaded to a lane whose queue is full is
+ * answered CM_EUNAVAIL ("overloaded") by the server, and one that waits
+ * in the queue past its deadline CM_ETIMEDOUT, without running.
  */
-cm_err cm_rpc_offload(cm_rpc_call *call);
+cm_err cm_rpc_offload(cm_rpc_call *call, int lane);
+
+/**
+ * cm_rpc_server_lane_stats() reports lane's threads busy right now and
+ * calls queued for it (either may be NULL). Thread-safe.
+ */
+void cm_rpc_server_lane_stats(
+    cm_rpc_server *srv, int lane, int *busy, int *queued);
 
 /**
  * cm_rpc_fail() records an error for the call: the handler then calls its

@@ -72,7 +72,7 @@ t_stats(svc_t *svc, const Threadgate__Auth__V1__StatsRequest *in,
 	    THREADGATE__AUTH__V1__STATS_REPLY__INIT;
 
 	if (!call->blocking_ok) {
-		if (cm_rpc_offload(call) == CM_OK) {
+		if (cm_rpc_offload(call, 0) == CM_OK) {
 			return;
 		}
 		cm_rpc_fail(call, CM_EINTERNAL, "offload refused");
@@ -81,7 +81,7 @@ t_stats(svc_t *svc, const Threadgate__Auth__V1__StatsRequest *in,
 	}
 	// A second offload from a blocking thread is refused.
 	r.valid   = (uint64_t) * (int *) call->worker;
-	r.refused = cm_rpc_offload(call) == CM_EUNAVAIL;
+	r.refused = cm_rpc_offload(call, 0) == CM_EINVAL;
 	closure(&r, closure_data);
 }
 
@@ -93,11 +93,12 @@ static int
 setup(void **state)
 {
 	cm_rpc_server_config cfg = {
-		.url         = URL,
-		.service     = &service.base,
-		.nworkers    = NWORKERS,
-		.nblocking   = NBLOCKING,
-		.worker_init = w_init,
+		.url          = URL,
+		.service      = &service.base,
+		.nworkers     = NWORKERS,
+		.nlanes       = 1,
+		.lane_threads = { NBLOCKING },
+		.worker_init  = w_init,
 	};
 
 	if (cm_rpc_server_start(&cfg, &server) != CM_OK) {

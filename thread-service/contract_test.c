@@ -35,7 +35,7 @@
 
 static char          *tmpdir;
 static char           url[600];
-static char           db[600];
+static char           db[1024];
 static char           logpath[600];
 static tg_proc       *proc;
 static cm_rpc_client *cli;
@@ -125,8 +125,8 @@ static void
 start_service(void)
 {
 	char       *bin    = binary();
-	const char *argv[] = { bin, "--listen", url, "--db", db, "--workers",
-		"4", "--ttl-sweep", "1", NULL };
+	const char *argv[] = { bin, "--listen", url, "--db", db,
+		"--write-workers", "4", "--ttl-sweep", "1", NULL };
 
 	assert_int_equal(tg_proc_start(argv, NULL, logpath, &proc), 0);
 	free(bin);
@@ -153,7 +153,9 @@ group_setup(void **state)
 	(void) state;
 	tmpdir = tg_tmpdir("tsvc-contract");
 	snprintf(url, sizeof(url), "ipc://%s/threads.sock", tmpdir);
-	snprintf(db, sizeof(db), "%s/threads.db", tmpdir);
+	if (tg_test_db(tmpdir, "threads.db", db, sizeof(db)) != 0) {
+		return (-1);
+	}
 	snprintf(logpath, sizeof(logpath), "%s/threads.log", tmpdir);
 	if (cm_rpc_client_open(url, &cli) != CM_OK) {
 		return (-1);
@@ -171,6 +173,11 @@ group_teardown(void **state)
 	cm_rpc_client_close(cli);
 	if (proc != NULL) {
 		tg_proc_stop(proc);
+	}
+	if (getenv("TG_KEEP_TMP") != NULL) {
+		fprintf(stderr, "kept %s (TG_KEEP_TMP)\n", tmpdir);
+		free(tmpdir);
+		return (0);
 	}
 	const char *files[] = { "threads.db", "threads.db-wal",
 		"threads.db-shm", "threads.log", "threads.sock", "bad.log",
@@ -811,7 +818,7 @@ test_exit_codes(void **state)
 	const char *nodb[]     = { bin, "--listen",
 		    "ipc:///nonexistent-dir/x.sock", "--db",
 		    "/nonexistent-dir/x.db", NULL };
-	const char *badw[]     = { bin, "--workers", "0", NULL };
+	const char *badw[]     = { bin, "--read-workers", "0", NULL };
 	const char *badopt[]   = { bin, "--frobnicate", NULL };
 	const char *nolisten[] = { bin, "--listen", badurl, "--db", db, NULL };
 

@@ -3,19 +3,17 @@
 // threadgate-threads: the thread-service process.
 //
 // Reads its configuration (environment, then flags, which win), opens the
-// sqlite database once to create or migrate the schema, starts the rpc
-// server (one sqlite connection per worker) and the TTL sweeper, then
-// waits for SIGTERM/SIGINT and stops cleanly. Exit codes: 0 clean stop,
-// 1 other failure, 2 usage or configuration error, 3 cannot open the
-// database or listen on the URL.
-#include <errno.h>
+// database named by THREADS_DB once (creating or migrating the schema),
+// starts the rpc server (three worker lanes, each thread with its own
+// connection) and the TTL sweeper, then waits for SIGTERM/SIGINT and stops
+// cleanly. Exit codes: 0 clean stop, 1 other failure, 2 usage or
+// configuration error, 3 cannot open the database or listen on the URL.
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "common/rpc.h"
@@ -29,6 +27,12 @@
 #define DEFAULT_URL "ipc:///tmp/threadgate-threads.sock"
 #define DEFAULT_DB  "threadgate-threads.db"
 
+// getopt values of the --*-workers flags: OPT_LANE + the lane.
+#define OPT_LANE 256
+
+// Largest THREADS_DB_*_TIMEOUT_MS accepted: one hour.
+#define TIMEOUT_MAX_MS 3600000
+
 static void
 usage(FILE *f)
 {
@@ -36,114 +40,47 @@ usage(FILE *f)
 	    "usage: threadgate-threads [options]\n"
 	    "\n"
 	    "The threadgate thread-service: stores LangGraph threads and\n"
-	    "their checkpoints per owner in sqlite, served over nng.\n"
+	    "their checkpoints per owner in sqlite or PostgreSQL, served\n"
+	    "over nng.\n"
 	    "\n"
 	    "options (each overrides its environment variable):\n"
-	    "  --listen URL       THREAD_SERVICE_URL   listen URL\n"
+	    "  --listen URL       THREAD_SERVICE_URL    listen URL\n"
 	    "                     (default " DEFAULT_URL ")\n"
-	    "  --db PATH          THREADS_DB           sqlite database file; "
-	    "its\n"
-	    "                     directory must exist (default " DEFAULT_DB
-	    ")\n"
-	    "  --workers N        THREAD_WORKERS       rpc workers, 1..%d, "
-	    "each\n"
-	    "                     with its own connection (default %d)\n"
-	    "  --ttl-sweep S      THREAD_TTL_SWEEP_S   seconds between TTL "
-	    "sweeps,\n"
-	    "                     0 disables, max %d (default %d)\n"
+	    "  --db TARGET        THREADS_DB            a sqlite file path\n"
+	    "                     (or sqlite:///path), or PostgreSQL: a\n"
+	    "                     postgres:// URL or libpq keyword string\n"
+	    "                     (default " DEFAULT_DB ")\n"
+	    "  --read-workers N   THREAD_READ_WORKERS   point reads, 1..%d\n"
+	    "                     (default %d)\n"
+	    "  --scan-workers N   THREAD_SCAN_WORKERS   search, count and\n"
+	    "                     history, 1..%d (default %d)\n"
+	    "  --write-workers N  THREAD_WRITE_WORKERS  writes, 1..%d\n"
+	    "                     (default %d)\n"
+	    "  --ttl-sweep S      THREAD_TTL_SWEEP_S    seconds between TTL\n"
+	    "                     sweeps, 0 disables, max %d (default %d)\n"
 	    "  --help             show this text\n"
 	    "  --version          show the version\n"
 	    "\n"
 	    "environment only:\n"
+	    "  THREADS_DB_STATEMENT_TIMEOUT_MS  PostgreSQL statement_timeout\n"
+	    "                     backstop, 0 = none (default %d)\n"
+	    "  THREADS_DB_CONNECT_TIMEOUT_MS    PostgreSQL connect timeout\n"
+	    "                     (default %d)\n"
 	    "  LOG_LEVEL          debug|info|warn|error (default info)\n"
+	    "\n"
+	    "Each worker holds one database connection: a process opens\n"
+	    "read + scan + write workers + 1 (the sweeper).\n"
 	    "\n"
 	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
 	    "2 usage or configuration error, 3 cannot open the database or\n"
 	    "listen on the URL.\n",
-	    CM_RPC_MAX_WORKERS, TSVC_WORKERS_DEFAULT, TSVC_SWEEP_MAX_S,
-	    TSVC_SWEEP_DEFAULT_S);
+	    TSVC_LANE_WORKERS_MAX, TSVC_READ_WORKERS_DEFAULT,
+	    TSVC_LANE_WORKERS_MAX, TSVC_SCAN_WORKERS_DEFAULT,
+	    TSVC_LANE_WORKERS_MAX, TSVC_WRITE_WORKERS_DEFAULT,
+	    TSVC_SWEEP_MAX_S, TSVC_SWEEP_DEFAULT_S,
+	    TSVC_STATEMENT_TIMEOUT_DEFAULT_MS,
+	    TSVC_CONNECT_TIMEOUT_DEFAULT_MS);
 }
-
-// ---------------------------------------------------------------------
-// TTL sweeper: one thread with its own store, woken every interval.
-// ---------------------------------------------------------------------
-
-typedef struct sweeper {
-	tsvc_store     *store;
-	int64_t         interval_s;
-	pthread_t       thread;
-	pthread_mutex_t mtx;
-	pthread_cond_t  cv;
-	int             stop;
-} sweeper;
-
-static void *
-sweeper_main(void *arg)
-{
-	sweeper *sw = arg;
-
-	pthread_mutex_lock(&sw->mtx);
-	while (!sw->stop) {
-		struct timespec ts;
-		int64_t         n = 0;
-		cm_err          rv;
-
-		pthread_mutex_unlock(&sw->mtx);
-		// Batches of TSVC_SWEEP_BATCH, one transaction each, until a
-		// batch comes back short: other writers get the lock between.
-		do {
-			n  = 0;
-			rv = tsvc_store_sweep(sw->store, cm_now_us(), &n);
-			if (rv != CM_OK) {
-				cm_warn(NULL, "ttl sweep: %s",
-				    tsvc_store_detail(sw->store));
-			} else if (n > 0) {
-				cm_info(NULL,
-				    "ttl sweep: deleted %lld expired threads",
-				    (long long) n);
-			}
-		} while (rv == CM_OK && n == TSVC_SWEEP_BATCH);
-		pthread_mutex_lock(&sw->mtx);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t) sw->interval_s;
-		while (!sw->stop &&
-		    pthread_cond_timedwait(&sw->cv, &sw->mtx, &ts) !=
-		        ETIMEDOUT) {
-			// woken early: re-check stop, keep the deadline
-		}
-	}
-	pthread_mutex_unlock(&sw->mtx);
-	return (NULL);
-}
-
-static int
-sweeper_start(sweeper *sw)
-{
-	pthread_condattr_t ca;
-
-	pthread_mutex_init(&sw->mtx, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&sw->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	return (pthread_create(&sw->thread, NULL, sweeper_main, sw));
-}
-
-static void
-sweeper_stop(sweeper *sw)
-{
-	pthread_mutex_lock(&sw->mtx);
-	sw->stop = 1;
-	pthread_cond_signal(&sw->cv);
-	pthread_mutex_unlock(&sw->mtx);
-	pthread_join(sw->thread, NULL);
-	pthread_cond_destroy(&sw->cv);
-	pthread_mutex_destroy(&sw->mtx);
-}
-
-// ---------------------------------------------------------------------
-// main
-// ---------------------------------------------------------------------
 
 static int
 parse_count(
@@ -159,40 +96,78 @@ parse_count(
 	return (0);
 }
 
+// What the log may say about the database: the backend and, for sqlite,
+// the path (a PostgreSQL target may hold a password).
+static void
+describe_db(const tsvc_db *db, const char *target, char *out, size_t len)
+{
+	if (strcmp(tsvc_db_backend_name(db), "sqlite") == 0) {
+		snprintf(out, len, "sqlite %s", target);
+	} else {
+		snprintf(out, len, "%s", tsvc_db_backend_name(db));
+	}
+}
+
 int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "db", required_argument, NULL, 'd' },
-		{ "workers", required_argument, NULL, 'w' },
+		{ "read-workers", required_argument, NULL,
+		    OPT_LANE + TSVC_LANE_READ },
+		{ "scan-workers", required_argument, NULL,
+		    OPT_LANE + TSVC_LANE_SCAN },
+		{ "write-workers", required_argument, NULL,
+		    OPT_LANE + TSVC_LANE_WRITE },
 		{ "ttl-sweep", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static const char *const lane_flags[TSVC_NLANES] = {
+		[TSVC_LANE_READ]  = "--read-workers",
+		[TSVC_LANE_SCAN]  = "--scan-workers",
+		[TSVC_LANE_WRITE] = "--write-workers",
+	};
 	cm_rpc_server_config cfg = { 0 };
 	cm_rpc_server       *srv = NULL;
-	sweeper              sw  = { 0 };
+	tsvc_sweeper        *sw  = NULL;
+	tsvc_db             *db  = NULL;
+	tsvc_db_options      opt = tsvc_db_options_default();
+	tsvc_workers         workers;
 	const char          *url;
-	const char          *db;
-	int64_t              workers;
+	const char          *target;
+	int64_t              lanes[TSVC_NLANES];
 	int64_t              sweep_s;
+	int64_t              stmt_ms;
+	int64_t              conn_ms;
+	int64_t              contexts = 1;
 	sigset_t             sigs;
 	char                 detail[CM_RPC_DETAIL_MAX];
-	int                  sweeping = 0;
-	int                  code     = EXIT_OTHER;
+	char                 what[128];
+	int                  code = EXIT_OTHER;
 	int                  sig;
 	int                  c;
 	cm_err               rv;
 
 	cm_log_init("thread-service", cm_log_level_from_env());
-	url = cm_env_str("THREAD_SERVICE_URL", DEFAULT_URL);
-	db  = cm_env_str("THREADS_DB", DEFAULT_DB);
-	if (cm_env_i64("THREAD_WORKERS", TSVC_WORKERS_DEFAULT, 1,
-	        CM_RPC_MAX_WORKERS, &workers) != CM_OK ||
+	url    = cm_env_str("THREAD_SERVICE_URL", DEFAULT_URL);
+	target = cm_env_str("THREADS_DB", DEFAULT_DB);
+	if (cm_env_i64("THREAD_READ_WORKERS", TSVC_READ_WORKERS_DEFAULT, 1,
+	        TSVC_LANE_WORKERS_MAX, &lanes[TSVC_LANE_READ]) != CM_OK ||
+	    cm_env_i64("THREAD_SCAN_WORKERS", TSVC_SCAN_WORKERS_DEFAULT, 1,
+	        TSVC_LANE_WORKERS_MAX, &lanes[TSVC_LANE_SCAN]) != CM_OK ||
+	    cm_env_i64("THREAD_WRITE_WORKERS", TSVC_WRITE_WORKERS_DEFAULT, 1,
+	        TSVC_LANE_WORKERS_MAX, &lanes[TSVC_LANE_WRITE]) != CM_OK ||
 	    cm_env_i64("THREAD_TTL_SWEEP_S", TSVC_SWEEP_DEFAULT_S, 0,
-	        TSVC_SWEEP_MAX_S, &sweep_s) != CM_OK) {
+	        TSVC_SWEEP_MAX_S, &sweep_s) != CM_OK ||
+	    cm_env_i64("THREADS_DB_STATEMENT_TIMEOUT_MS",
+	        TSVC_STATEMENT_TIMEOUT_DEFAULT_MS, 0, TIMEOUT_MAX_MS,
+	        &stmt_ms) != CM_OK ||
+	    cm_env_i64("THREADS_DB_CONNECT_TIMEOUT_MS",
+	        TSVC_CONNECT_TIMEOUT_DEFAULT_MS, 1, TIMEOUT_MAX_MS,
+	        &conn_ms) != CM_OK) {
 		return (EXIT_USAGE);
 	}
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -201,11 +176,14 @@ main(int argc, char **argv)
 			url = optarg;
 			break;
 		case 'd':
-			db = optarg;
+			target = optarg;
 			break;
-		case 'w':
-			if (parse_count("--workers", optarg, 1,
-			        CM_RPC_MAX_WORKERS, &workers) != 0) {
+		case OPT_LANE + TSVC_LANE_READ:
+		case OPT_LANE + TSVC_LANE_SCAN:
+		case OPT_LANE + TSVC_LANE_WRITE:
+			if (parse_count(lane_flags[c - OPT_LANE], optarg, 1,
+			        TSVC_LANE_WORKERS_MAX,
+			        &lanes[c - OPT_LANE]) != 0) {
 				return (EXIT_USAGE);
 			}
 			break;
@@ -232,6 +210,8 @@ main(int argc, char **argv)
 		usage(stderr);
 		return (EXIT_USAGE);
 	}
+	opt.statement_timeout_ms = (int) stmt_ms;
+	opt.connect_timeout_ms   = (int) conn_ms;
 
 	// Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread
 	// (the workers inherit the mask) and taken by sigwait below.
@@ -241,37 +221,55 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-	// Open once before the workers: creates/migrates the schema and
-	// switches to WAL without racing them. This store is the sweeper's.
-	rv = tsvc_store_open(db, &sw.store, detail, sizeof(detail));
+	// Open once before the workers: creates/migrates the schema without
+	// racing them.
+	rv = tsvc_db_open(target, &opt, &db, detail, sizeof(detail));
 	if (rv != CM_OK) {
-		cm_error(NULL, "cannot open database %s: %s", db, detail);
+		cm_error(NULL, "cannot open the database: %s", detail);
 		return (rv == CM_EINVAL ? EXIT_USAGE : EXIT_STORAGE);
 	}
+	describe_db(db, target, what, sizeof(what));
 
-	cfg.url         = url;
-	cfg.service     = tsvc_service();
-	cfg.nworkers    = (int) workers;
-	cfg.nblocking   = TSVC_WRITE_THREADS;
-	cfg.worker_init = tsvc_worker_init;
-	cfg.worker_fini = tsvc_worker_fini;
-	cfg.arg         = (void *) db;
-	rv              = cm_rpc_server_start(&cfg, &srv);
+	// Contexts: even with every lane's threads busy and its queue full,
+	// one more request can be received (and answered 503 by its lane or
+	// served by another).
+	cfg.nlanes = TSVC_NLANES;
+	for (int i = 0; i < TSVC_NLANES; i++) {
+		cfg.lane_threads[i] = (int) lanes[i];
+		cfg.lane_queue[i] =
+		    (int) lanes[i] * TSVC_LANE_QUEUE_PER_WORKER;
+		contexts += lanes[i] * (1 + TSVC_LANE_QUEUE_PER_WORKER);
+	}
+	if (contexts > CM_RPC_MAX_WORKERS) {
+		contexts = CM_RPC_MAX_WORKERS;
+	}
+	workers.db       = db;
+	workers.contexts = (int) contexts;
+	cfg.url          = url;
+	cfg.service      = tsvc_service();
+	cfg.nworkers     = (int) contexts;
+	cfg.worker_init  = tsvc_worker_init;
+	cfg.worker_fini  = tsvc_worker_fini;
+	cfg.arg          = &workers;
+	rv               = cm_rpc_server_start(&cfg, &srv);
 	if (rv != CM_OK) {
 		cm_error(NULL, "cannot serve on %s: %s", url, cm_strerror(rv));
 		code = (rv == CM_EINVAL) ? EXIT_USAGE : EXIT_STORAGE;
 		goto out;
 	}
 	if (sweep_s > 0) {
-		sw.interval_s = sweep_s;
-		if (sweeper_start(&sw) != 0) {
-			cm_error(NULL, "cannot start the ttl sweeper");
+		rv = tsvc_sweeper_start(db, sweep_s, &sw);
+		if (rv != CM_OK) {
+			cm_error(NULL, "cannot start the ttl sweeper: %s",
+			    cm_strerror(rv));
+			code = EXIT_STORAGE;
 			goto out;
 		}
-		sweeping = 1;
 	}
-	cm_info(NULL, "listening on %s, db %s, %d workers", url, db,
-	    (int) workers);
+	cm_info(NULL,
+	    "listening on %s, db %s, workers read %d scan %d write %d", url,
+	    what, (int) lanes[TSVC_LANE_READ], (int) lanes[TSVC_LANE_SCAN],
+	    (int) lanes[TSVC_LANE_WRITE]);
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) == 0) {
@@ -281,10 +279,8 @@ main(int argc, char **argv)
 	cm_info(NULL, "signal %d: stopping", sig);
 	code = 0;
 out:
-	if (sweeping) {
-		sweeper_stop(&sw);
-	}
+	tsvc_sweeper_stop(sw);
 	cm_rpc_server_stop(srv);
-	tsvc_store_close(sw.store);
+	tsvc_db_close(db);
 	return (code);
 }

@@ -1,29 +1,81 @@
 // SPDX-License-Identifier: MIT
 //
-// The thread-service's rpc handlers.
+// The thread-service's rpc adapter.
 //
 // common/rpc.c receives each envelope, decodes the payload with the
-// method's input descriptor and calls protobuf-c's generated invoke(),
-// which lands in one of the handlers below (their names are fixed by
-// THREADGATE__THREADS__V1__THREAD_SERVICE__INIT(tsvc_)). Each handler is a
-// thin adapter: it takes its worker's tsvc_store from the call, runs the
-// store function of the same name, and answers through the closure
-// exactly once, with the reply message or with NULL after cm_rpc_fail().
-// Writes first hand themselves to a blocking thread (see offloaded()).
-// All validation and all SQL live in store.c.
+// method's input descriptor and calls the service's invoke(). Here that
+// is one function driven by a table with a row per rpc: the lane it runs
+// on and the store function that does the work. On nng's callback thread
+// the call is only handed to its lane; on the lane thread the store
+// function runs on the worker's own store, with the call's deadline, and
+// the reply (or the failure) goes back through the closure exactly once.
+// All validation and the API's semantics live in store.c.
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "thread-service/tsvc.h"
 
-typedef Threadgate__Threads__V1__ThreadService_Service svc_t;
+// A store function with the shapes erased: in is the rpc's input message,
+// *out its output (left NULL for the rpcs that answer Empty).
+typedef cm_err (*op_fn)(
+    tsvc_store *st, const ProtobufCMessage *in, ProtobufCMessage **out);
 
-static tsvc_store *
-store_of(cm_rpc_call *call)
-{
-	CM_ASSERT(call->worker != NULL);
-	return ((tsvc_store *) call->worker);
-}
+typedef struct op {
+	const char *name; // the rpc, as in the service descriptor
+	tsvc_lane   lane;
+	op_fn       run;
+} op;
+
+// OP(fn, in, out) adapts tsvc_store_<fn>(st, const in *, out **).
+#define OP(fn, in_t, out_t)                                               \
+	static cm_err op_##fn(tsvc_store *st, const ProtobufCMessage *in, \
+	    ProtobufCMessage **out)                                       \
+	{                                                                 \
+		return (tsvc_store_##fn(                                  \
+		    st, (const in_t *) in, (out_t **) (void *) out));     \
+	}
+// OP_EMPTY(fn, in) adapts tsvc_store_<fn>(st, const in *), whose rpc
+// answers Empty.
+#define OP_EMPTY(fn, in_t)                                                \
+	static cm_err op_##fn(tsvc_store *st, const ProtobufCMessage *in, \
+	    ProtobufCMessage **out)                                       \
+	{                                                                 \
+		(void) out;                                               \
+		return (tsvc_store_##fn(st, (const in_t *) in));          \
+	}
+
+OP(create_thread, tsvc_create_req, tsvc_thread)
+OP(get_thread, tsvc_thread_ref, tsvc_thread)
+OP(update_thread, tsvc_update_req, tsvc_thread)
+OP_EMPTY(delete_thread, tsvc_thread_ref)
+OP(search_threads, tsvc_search_req, tsvc_search_reply)
+OP(count_threads, tsvc_count_req, tsvc_count_reply)
+OP(copy_thread, tsvc_thread_ref, tsvc_thread)
+OP(prune_threads, tsvc_prune_req, tsvc_prune_reply)
+OP(get_state, tsvc_get_state_req, tsvc_state_reply)
+OP(update_state, tsvc_update_state_req, tsvc_checkpoint)
+OP_EMPTY(patch_state, tsvc_patch_state_req)
+OP(get_history, tsvc_history_req, tsvc_history_reply)
+
+// One row per rpc, in the order of the service block in threads.proto
+// (checked against the descriptor by tsvc_service()).
+static const op ops[] = {
+	{ "CreateThread", TSVC_LANE_WRITE, op_create_thread },
+	{ "GetThread", TSVC_LANE_READ, op_get_thread },
+	{ "UpdateThread", TSVC_LANE_WRITE, op_update_thread },
+	{ "DeleteThread", TSVC_LANE_WRITE, op_delete_thread },
+	{ "SearchThreads", TSVC_LANE_SCAN, op_search_threads },
+	{ "CountThreads", TSVC_LANE_SCAN, op_count_threads },
+	{ "CopyThread", TSVC_LANE_WRITE, op_copy_thread },
+	{ "PruneThreads", TSVC_LANE_WRITE, op_prune_threads },
+	{ "GetState", TSVC_LANE_READ, op_get_state },
+	{ "UpdateState", TSVC_LANE_WRITE, op_update_state },
+	{ "PatchState", TSVC_LANE_WRITE, op_patch_state },
+	{ "GetHistory", TSVC_LANE_SCAN, op_get_history },
+};
+
+#define NOPS (sizeof(ops) / sizeof(ops[0]))
 
 // finish records a failure for the rpc layer and logs it: client errors
 // at debug level, storage trouble at warn/error.
@@ -37,7 +89,7 @@ finish(cm_rpc_call *call, tsvc_store *st, cm_err rv, const char *method)
 	if (rv == CM_EINTERNAL) {
 		cm_error(
 		    call->request_id, "%s: %s", method, tsvc_store_detail(st));
-	} else if (rv == CM_EUNAVAIL) {
+	} else if (rv == CM_EUNAVAIL || rv == CM_ETIMEDOUT) {
 		cm_warn(
 		    call->request_id, "%s: %s", method, tsvc_store_detail(st));
 	} else {
@@ -46,258 +98,79 @@ finish(cm_rpc_call *call, tsvc_store *st, cm_err rv, const char *method)
 	}
 }
 
-// Writes take sqlite's write lock and may wait for it (busy timeout) or
-// for a WAL checkpoint's fsync, so they run on the rpc layer's blocking
-// threads; reads are short and run inline on nng's callback threads.
-// Returns 1 when the call was handed to a blocking thread: the handler
-// must return at once.
-static int
-offloaded(cm_rpc_call *call)
-{
-	return (!call->blocking_ok && cm_rpc_offload(call) == CM_OK);
-}
-
 static void
-reply_free(void *m)
+invoke(ProtobufCService *svc, unsigned method, const ProtobufCMessage *in,
+    ProtobufCClosure closure, void *cd)
 {
-	if (m != NULL) {
-		protobuf_c_message_free_unpacked((ProtobufCMessage *) m, NULL);
-	}
-}
-
-static void
-tsvc_create_thread(svc_t *svc, const tsvc_create_req *in,
-    Threadgate__Threads__V1__Thread_Closure closure, void *cd)
-{
-	cm_rpc_call *call = cm_rpc_call_of(cd);
-	tsvc_store  *st   = store_of(call);
-	tsvc_thread *out  = NULL;
-	cm_err       rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
-	}
-	rv = tsvc_store_create_thread(st, in, &out);
-	finish(call, st, rv, "CreateThread");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_get_thread(svc_t *svc, const tsvc_thread_ref *in,
-    Threadgate__Threads__V1__Thread_Closure closure, void *cd)
-{
-	cm_rpc_call *call = cm_rpc_call_of(cd);
-	tsvc_store  *st   = store_of(call);
-	tsvc_thread *out  = NULL;
-	cm_err       rv;
-
-	(void) svc;
-	rv = tsvc_store_get_thread(st, in, &out);
-	finish(call, st, rv, "GetThread");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_update_thread(svc_t *svc, const tsvc_update_req *in,
-    Threadgate__Threads__V1__Thread_Closure closure, void *cd)
-{
-	cm_rpc_call *call = cm_rpc_call_of(cd);
-	tsvc_store  *st   = store_of(call);
-	tsvc_thread *out  = NULL;
-	cm_err       rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
-	}
-	rv = tsvc_store_update_thread(st, in, &out);
-	finish(call, st, rv, "UpdateThread");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_delete_thread(svc_t *svc, const tsvc_thread_ref *in,
-    Threadgate__Threads__V1__Empty_Closure closure, void *cd)
-{
-	cm_rpc_call                   *call = cm_rpc_call_of(cd);
-	tsvc_store                    *st   = store_of(call);
-	Threadgate__Threads__V1__Empty empty =
+	static const Threadgate__Threads__V1__Empty empty =
 	    THREADGATE__THREADS__V1__EMPTY__INIT;
-	cm_err rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
-	}
-	rv = tsvc_store_delete_thread(st, in);
-	finish(call, st, rv, "DeleteThread");
-	closure(rv == CM_OK ? &empty : NULL, cd);
-}
-
-static void
-tsvc_search_threads(svc_t *svc, const tsvc_search_req *in,
-    Threadgate__Threads__V1__SearchThreadsReply_Closure closure, void *cd)
-{
-	cm_rpc_call       *call = cm_rpc_call_of(cd);
-	tsvc_store        *st   = store_of(call);
-	tsvc_search_reply *out  = NULL;
-	cm_err             rv;
-
-	(void) svc;
-	rv = tsvc_store_search_threads(st, in, &out);
-	finish(call, st, rv, "SearchThreads");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_count_threads(svc_t *svc, const tsvc_count_req *in,
-    Threadgate__Threads__V1__CountReply_Closure closure, void *cd)
-{
 	cm_rpc_call      *call = cm_rpc_call_of(cd);
-	tsvc_store       *st   = store_of(call);
-	tsvc_count_reply *out  = NULL;
+	const op         *o;
+	tsvc_store       *st;
+	ProtobufCMessage *out = NULL;
 	cm_err            rv;
 
 	(void) svc;
-	rv = tsvc_store_count_threads(st, in, &out);
-	finish(call, st, rv, "CountThreads");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_copy_thread(svc_t *svc, const tsvc_thread_ref *in,
-    Threadgate__Threads__V1__Thread_Closure closure, void *cd)
-{
-	cm_rpc_call *call = cm_rpc_call_of(cd);
-	tsvc_store  *st   = store_of(call);
-	tsvc_thread *out  = NULL;
-	cm_err       rv;
-
-	(void) svc;
-	if (offloaded(call)) {
+	CM_ASSERT(method < NOPS);
+	o = &ops[method];
+	if (!call->blocking_ok) {
+		// On nng's callback thread: hand the call to its lane.
+		rv = cm_rpc_offload(call, (int) o->lane);
+		if (rv == CM_OK) {
+			return;
+		}
+		cm_rpc_fail(call, CM_EUNAVAIL, "server stopping");
+		closure(NULL, cd);
 		return;
 	}
-	rv = tsvc_store_copy_thread(st, in, &out);
-	finish(call, st, rv, "CopyThread");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_prune_threads(svc_t *svc, const tsvc_prune_req *in,
-    Threadgate__Threads__V1__PruneThreadsReply_Closure closure, void *cd)
-{
-	cm_rpc_call      *call = cm_rpc_call_of(cd);
-	tsvc_store       *st   = store_of(call);
-	tsvc_prune_reply *out  = NULL;
-	cm_err            rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
+	st = call->worker;
+	CM_ASSERT(st != NULL);
+	tsvc_store_set_deadline(st, call->deadline_ms);
+	rv = o->run(st, in, &out);
+	finish(call, st, rv, o->name);
+	if (rv != CM_OK) {
+		closure(NULL, cd);
+	} else {
+		closure(out != NULL ? out : &empty.base, cd);
 	}
-	rv = tsvc_store_prune_threads(st, in, &out);
-	finish(call, st, rv, "PruneThreads");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_get_state(svc_t *svc, const tsvc_get_state_req *in,
-    Threadgate__Threads__V1__StateReply_Closure closure, void *cd)
-{
-	cm_rpc_call      *call = cm_rpc_call_of(cd);
-	tsvc_store       *st   = store_of(call);
-	tsvc_state_reply *out  = NULL;
-	cm_err            rv;
-
-	(void) svc;
-	rv = tsvc_store_get_state(st, in, &out);
-	finish(call, st, rv, "GetState");
-	closure(out, cd);
-	reply_free(out);
-}
-
-static void
-tsvc_update_state(svc_t *svc, const tsvc_update_state_req *in,
-    Threadgate__Threads__V1__Checkpoint_Closure closure, void *cd)
-{
-	cm_rpc_call     *call = cm_rpc_call_of(cd);
-	tsvc_store      *st   = store_of(call);
-	tsvc_checkpoint *out  = NULL;
-	cm_err           rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
+	if (out != NULL) {
+		protobuf_c_message_free_unpacked(out, NULL);
 	}
-	rv = tsvc_store_update_state(st, in, &out);
-	finish(call, st, rv, "UpdateState");
-	closure(out, cd);
-	reply_free(out);
 }
 
-static void
-tsvc_patch_state(svc_t *svc, const tsvc_patch_state_req *in,
-    Threadgate__Threads__V1__Empty_Closure closure, void *cd)
-{
-	cm_rpc_call                   *call = cm_rpc_call_of(cd);
-	tsvc_store                    *st   = store_of(call);
-	Threadgate__Threads__V1__Empty empty =
-	    THREADGATE__THREADS__V1__EMPTY__INIT;
-	cm_err rv;
-
-	(void) svc;
-	if (offloaded(call)) {
-		return;
-	}
-	rv = tsvc_store_patch_state(st, in);
-	finish(call, st, rv, "PatchState");
-	closure(rv == CM_OK ? &empty : NULL, cd);
-}
-
-static void
-tsvc_get_history(svc_t *svc, const tsvc_history_req *in,
-    Threadgate__Threads__V1__HistoryReply_Closure closure, void *cd)
-{
-	cm_rpc_call        *call = cm_rpc_call_of(cd);
-	tsvc_store         *st   = store_of(call);
-	tsvc_history_reply *out  = NULL;
-	cm_err              rv;
-
-	(void) svc;
-	rv = tsvc_store_get_history(st, in, &out);
-	finish(call, st, rv, "GetHistory");
-	closure(out, cd);
-	reply_free(out);
-}
-
-// The service object handed to cm_rpc_server_start. Handlers keep no
-// state of their own (everything is in the call's worker), so one static
-// object serves every worker.
-static svc_t service = THREADGATE__THREADS__V1__THREAD_SERVICE__INIT(tsvc_);
+static ProtobufCService service = {
+	.descriptor = &threadgate__threads__v1__thread_service__descriptor,
+	.invoke     = invoke,
+	.destroy    = NULL,
+};
 
 ProtobufCService *
 tsvc_service(void)
 {
-	return (&service.base);
+	const ProtobufCServiceDescriptor *d = service.descriptor;
+
+	// The table must follow threads.proto's service block exactly.
+	CM_ASSERT(d->n_methods == NOPS);
+	for (size_t i = 0; i < NOPS; i++) {
+		CM_ASSERT(strcmp(d->methods[i].name, ops[i].name) == 0);
+	}
+	return (&service);
 }
 
 void *
 tsvc_worker_init(void *arg, int index, cm_err *err)
 {
-	const char *path = arg;
-	tsvc_store *st   = NULL;
-	char        detail[CM_RPC_DETAIL_MAX];
-	cm_err      rv;
+	const tsvc_workers *w  = arg;
+	tsvc_store         *st = NULL;
+	char                detail[CM_RPC_DETAIL_MAX];
+	cm_err              rv;
 
-	rv = tsvc_store_open(path, &st, detail, sizeof(detail));
+	// The contexts (nng callback threads) never touch the database;
+	// only lane threads get a connection.
+	if (index < w->contexts) {
+		return (NULL);
+	}
+	rv = tsvc_store_open(w->db, &st, detail, sizeof(detail));
 	if (rv != CM_OK) {
 		cm_error(
 		    NULL, "worker %d: cannot open storage: %s", index, detail);

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 //
-// Unit tests for store.c and json_filter.c: a real sqlite file in a
-// private temp directory, driven through the tsvc_store_* functions with
-// the same proto request messages the rpc handlers pass. Covers owner
+// Unit tests for store.c, its backends and json_filter.c: a real database
+// (a sqlite file in a private temp directory, or with TG_TEST_DB=pg a
+// fresh database of the test PostgreSQL cluster; ctest runs this file
+// both ways), driven through the tsvc_store_* functions with the same
+// proto request messages the rpc handlers pass. Covers owner
 // stamping and isolation, the metadata merge rules, create conflicts,
 // containment filters (nested, arrays, no match, hostile keys), sort
 // orders, pagination totals, state updates and merges, history order,
@@ -30,7 +32,8 @@ static char *tmpdir;
 static int   dbseq;
 
 typedef struct fixture {
-	char        path[512];
+	char        path[1024];
+	tsvc_db    *db;
 	tsvc_store *st;
 } fixture;
 
@@ -38,12 +41,18 @@ static int
 setup(void **state)
 {
 	fixture *fx = calloc(1, sizeof(*fx));
+	char     name[64];
 	char     detail[CM_RPC_DETAIL_MAX];
 
-	snprintf(
-	    fx->path, sizeof(fx->path), "%s/store-%d.db", tmpdir, ++dbseq);
+	snprintf(name, sizeof(name), "store-%d.db", ++dbseq);
 	assert_int_equal(
-	    tsvc_store_open(fx->path, &fx->st, detail, sizeof(detail)), CM_OK);
+	    tg_test_db(tmpdir, name, fx->path, sizeof(fx->path)), 0);
+	if (tsvc_db_open(fx->path, NULL, &fx->db, detail, sizeof(detail)) !=
+	    CM_OK) {
+		fail_msg("tsvc_db_open: %s", detail);
+	}
+	assert_int_equal(
+	    tsvc_store_open(fx->db, &fx->st, detail, sizeof(detail)), CM_OK);
 	*state = fx;
 	return (0);
 }
@@ -51,7 +60,7 @@ setup(void **state)
 static void
 rm_db(const char *path)
 {
-	char p[600];
+	char p[1100];
 
 	unlink(path);
 	snprintf(p, sizeof(p), "%s-wal", path);
@@ -66,7 +75,10 @@ teardown(void **state)
 	fixture *fx = *state;
 
 	tsvc_store_close(fx->st);
-	rm_db(fx->path);
+	tsvc_db_close(fx->db);
+	if (!tg_test_db_is_pg()) {
+		rm_db(fx->path);
+	}
 	free(fx);
 	return (0);
 }
@@ -518,11 +530,24 @@ test_containment_filters(void **state)
 	    0);
 	// Nested object filter vs a scalar: no match (not an error).
 	assert_int_equal(n_matches(fx->st, ALICE, "{\"nested\":{}}", NULL), 1);
-	// Arrays compare equal as a whole.
+	// Arrays contain arrays (PostgreSQL jsonb @>): every element of the
+	// filter's array is in the document's, in any order.
 	assert_int_equal(
 	    n_matches(fx->st, ALICE, "{\"tags\":[\"p\",\"q\"]}", NULL), 1);
 	assert_int_equal(
-	    n_matches(fx->st, ALICE, "{\"tags\":[\"p\"]}", NULL), 0);
+	    n_matches(fx->st, ALICE, "{\"tags\":[\"p\"]}", NULL), 1);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"tags\":[\"q\",\"p\",\"q\"]}", NULL),
+	    1);
+	assert_int_equal(n_matches(fx->st, ALICE, "{\"tags\":[]}", NULL), 1);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"tags\":[\"r\"]}", NULL), 0);
+	// Below the top level a scalar never matches an array, nor an
+	// array a scalar.
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"tags\":\"p\"}", NULL), 0);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"kind\":[\"x\"]}", NULL), 0);
 	assert_int_equal(n_matches(fx->st, ALICE, "{\"n\":null}", NULL), 1);
 	assert_int_equal(
 	    n_matches(fx->st, ALICE, "{\"kind\":\"z\"}", NULL), 0);
@@ -563,7 +588,12 @@ test_containment_filters(void **state)
 	assert_int_equal(
 	    n_matches(fx->st, ALICE, NULL, "{\"deep\":{\"k\":[1,2]}}"), 1);
 	assert_int_equal(
-	    n_matches(fx->st, ALICE, NULL, "{\"deep\":{\"k\":[1]}}"), 0);
+	    n_matches(fx->st, ALICE, NULL, "{\"deep\":{\"k\":[2]}}"), 1);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, NULL, "{\"deep\":{\"k\":[3]}}"), 0);
+	// Numbers compare by value: 1.0 is 1.
+	assert_int_equal(n_matches(fx->st, ALICE, NULL, "{\"m\":1.0}"), 1);
+	assert_int_equal(n_matches(fx->st, ALICE, NULL, "{\"m\":1.5}"), 0);
 	assert_int_equal(
 	    n_matches(fx->st, ALICE, "{\"kind\":\"y\"}", "{\"m\":1}"), 1);
 	assert_int_equal(
@@ -575,28 +605,202 @@ test_containment_filters(void **state)
 	free(o);
 }
 
+// contains(doc, filter) parses both and asks tsvc_json_contains().
+static int
+contains(const char *doc, const char *filter)
+{
+	json_error_t e;
+	json_t      *d = json_loads(doc, JSON_DECODE_ANY, &e);
+	json_t      *f = json_loads(filter, JSON_DECODE_ANY, &e);
+	int          r;
+
+	assert_non_null(d);
+	assert_non_null(f);
+	r = tsvc_json_contains(d, f);
+	json_decref(d);
+	json_decref(f);
+	return (r);
+}
+
+// The rules of PostgreSQL's jsonb @> (its documentation's examples and
+// the corner cases around them).
 static void
 test_json_contains_unit(void **state)
 {
 	json_error_t e;
-	json_t      *doc =
-	    json_loads("{\"a\":{\"b\":[1,{\"c\":2}]},\"d\":1}", 0, &e);
-	json_t *f;
+	json_t      *f;
 
 	(void) state;
-	f = json_loads("{\"a\":{\"b\":[1,{\"c\":2}]}}", 0, &e);
-	assert_true(tsvc_json_contains(doc, f));
-	json_decref(f);
-	f = json_loads("{\"d\":1.0}", 0, &e); // real vs integer: not equal
-	assert_false(tsvc_json_contains(doc, f));
-	json_decref(f);
+	assert_true(contains("{\"a\":{\"b\":[1,{\"c\":2}]},\"d\":1}",
+	    "{\"a\":{\"b\":[1,{\"c\":2}]}}"));
+	assert_true(contains("{\"d\":1}", "{\"d\":1.0}"));
+	assert_true(contains("{\"d\":1.5}", "{\"d\":1.50}"));
+	assert_false(contains("{\"d\":1}", "{\"d\":\"1\"}"));
+	assert_true(contains("\"foo\"", "\"foo\""));
+	assert_true(contains("[1, 2, 3]", "[1, 3]"));
+	assert_true(contains("[1, 2, 3]", "[3, 1, 1]"));
+	assert_false(contains("[1, 2, 3]", "[4]"));
+	assert_true(contains("[1, 2, [1, 3]]", "[[1, 3]]"));
+	assert_false(contains("[1, 2, [1, 3]]", "[1, 3]"));
+	assert_true(contains("[1, 2, [1, 3]]", "[[3]]"));
+	assert_false(contains("[[1, 2]]", "[1]"));
+	assert_true(contains("{\"p\": \"a\", \"t\": true}", "{\"t\": true}"));
+	assert_false(contains("{\"p\": \"a\"}", "{\"p\": \"a\", \"q\": 1}"));
+	assert_true(contains("{\"x\": {\"y\": 1, \"z\": 2}}", "{\"x\": {}}"));
+	assert_false(contains("{\"x\": 1}", "{\"x\": {}}"));
+	assert_true(contains(
+	    "{\"x\": [1, {\"k\": 2, \"j\": 3}]}", "{\"x\": [{\"k\": 2}]}"));
+	// The top-level exception: an array contains one of its scalars;
+	// nested, it does not.
+	assert_true(contains("[\"foo\", \"bar\"]", "\"foo\""));
+	assert_false(contains("[\"foo\", \"bar\"]", "\"baz\""));
+	assert_false(contains("\"foo\"", "[\"foo\"]"));
+	assert_false(contains("{\"a\": [\"foo\"]}", "{\"a\": \"foo\"}"));
+	assert_false(contains("{\"a\": \"foo\"}", "{\"a\": [\"foo\"]}"));
+	assert_true(contains("{\"n\": null}", "{\"n\": null}"));
+	assert_false(contains("{\"n\": null}", "{\"n\": false}"));
+	assert_false(contains("{}", "[]"));
+	assert_false(contains("[]", "{}"));
 	f = json_loads("{}", 0, &e);
-	assert_true(tsvc_json_contains(NULL, f));
-	json_decref(f);
-	f = json_loads("{\"d\":1}", 0, &e);
 	assert_false(tsvc_json_contains(NULL, f));
 	json_decref(f);
-	json_decref(doc);
+}
+
+// The metadata equality index (sqlite's thread_meta, PostgreSQL's GIN)
+// and the plain ordered walk must give the same answers: a rare pair
+// (few matches: the index plan), a common one (at least the sqlite
+// backend's META_PLAN_MAX of 1000 matches: the ordered walk), both
+// together, and the index kept in step with update, copy and delete.
+#define BULK_N 1005
+
+static void
+test_metadata_index_plans(void **state)
+{
+	fixture           *fx = *state;
+	tsvc_search_reply *r  = NULL;
+	char              *rare[BULK_N / 200 + 1];
+	size_t             nrare = 0;
+	char               meta[128];
+	char              *copy_src;
+
+	for (int i = 0; i < BULK_N; i++) {
+		char *id;
+
+		snprintf(meta, sizeof(meta),
+		    "{\"bulk\":\"b\",\"i\":%d,\"sel\":\"%s\",\"r\":1.5}", i,
+		    i % 200 == 0 ? "rare" : "common");
+		id = create(fx->st, ALICE, meta);
+		if (i % 200 == 0) {
+			rare[nrare++] = id;
+		} else {
+			free(id);
+		}
+	}
+	// Another owner's identical pairs are never seen.
+	for (int i = 0; i < 3; i++) {
+		free(create(fx->st, BOB, "{\"bulk\":\"b\",\"sel\":\"rare\"}"));
+	}
+	assert_int_equal(nrare, 6);
+	// Rare pair: every match, newest first.
+	assert_int_equal(search(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL, 100,
+	                     0, 0, 0, &r),
+	    CM_OK);
+	assert_int_equal(r->n_threads, nrare);
+	for (size_t i = 0; i < nrare; i++) {
+		assert_string_equal(
+		    r->threads[i]->thread_id, rare[nrare - 1 - i]);
+	}
+	msg_free(r);
+	r = NULL;
+	assert_int_equal(count(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 6);
+	// Common pair: a page, more to follow; the exact count.
+	assert_int_equal(
+	    search(fx->st, ALICE, "{\"bulk\":\"b\"}", NULL, 10, 0, 0, 0, &r),
+	    CM_OK);
+	assert_int_equal(r->n_threads, 10);
+	assert_int_equal(r->total, 11);
+	msg_free(r);
+	r = NULL;
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"bulk\":\"b\"}", NULL), BULK_N);
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"bulk\":\"b\",\"sel\":\"common\"}", NULL),
+	    BULK_N - 6);
+	// Both: the rarer pair drives, the other still filters.
+	assert_int_equal(n_matches(fx->st, ALICE,
+	                     "{\"bulk\":\"b\",\"sel\":\"rare\"}", NULL),
+	    6);
+	assert_int_equal(n_matches(fx->st, ALICE,
+	                     "{\"bulk\":\"x\",\"sel\":\"rare\"}", NULL),
+	    0);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"i\":400,\"sel\":\"rare\"}", NULL), 1);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"i\":401,\"sel\":\"rare\"}", NULL), 0);
+	// A real, a string that looks like a number, a nested filter:
+	// answered exactly without the index.
+	assert_int_equal(
+	    count(fx->st, ALICE, "{\"r\":1.5,\"sel\":\"rare\"}", NULL), 6);
+	assert_int_equal(n_matches(fx->st, ALICE, "{\"i\":\"400\"}", NULL), 0);
+	assert_int_equal(n_matches(fx->st, ALICE, "{\"i\":400.0}", NULL), 1);
+	// The index follows updates, copies and deletes.
+	{
+		tsvc_thread    *t = NULL;
+		tsvc_thread_ref ref =
+		    THREADGATE__THREADS__V1__THREAD_REF__INIT;
+
+		assert_int_equal(update_meta(fx->st, ALICE, rare[0],
+		                     "{\"sel\":\"gone\"}", &t),
+		    CM_OK);
+		msg_free(t);
+		t = NULL;
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 5);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"gone\"}", NULL), 1);
+		copy_src      = rare[1];
+		ref.owner     = ALICE;
+		ref.thread_id = copy_src;
+		assert_int_equal(
+		    tsvc_store_copy_thread(fx->st, &ref, &t), CM_OK);
+		msg_free(t);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 6);
+		ref.thread_id = rare[2];
+		assert_int_equal(
+		    tsvc_store_delete_thread(fx->st, &ref), CM_OK);
+		assert_int_equal(
+		    n_matches(fx->st, ALICE, "{\"sel\":\"rare\"}", NULL), 5);
+	}
+	assert_int_equal(
+	    n_matches(fx->st, BOB, "{\"sel\":\"rare\"}", NULL), 3);
+	for (size_t i = 0; i < nrare; i++) {
+		free(rare[i]);
+	}
+}
+
+// A call whose deadline has passed is abandoned with CM_ETIMEDOUT, and
+// the connection serves the next call.
+static void
+test_deadline(void **state)
+{
+	fixture           *fx = *state;
+	tsvc_search_reply *r  = NULL;
+
+	for (int i = 0; i < 300; i++) {
+		free(create(fx->st, ALICE, "{\"x\":{\"y\":2}}"));
+	}
+	tsvc_store_set_deadline(fx->st, cm_now_ms() - 1);
+	assert_int_equal(
+	    search(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL, 10, 0, 0, 0, &r),
+	    CM_ETIMEDOUT);
+	assert_null(r);
+	assert_int_equal(count(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL), -1);
+	tsvc_store_set_deadline(fx->st, cm_now_ms() + 60000);
+	assert_int_equal(count(fx->st, ALICE, "{\"x\":{\"y\":2}}", NULL), 300);
+	tsvc_store_set_deadline(fx->st, 0);
+	assert_int_equal(
+	    n_matches(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL), 0);
 }
 
 // ids sorted the way the store should return them.
@@ -687,8 +891,9 @@ test_pagination(void **state)
 	fixture           *fx = *state;
 	tsvc_search_reply *r  = NULL;
 	char              *seen[25];
-	size_t             nseen    = 0;
-	int                sizes[3] = { 10, 10, 5 };
+	size_t             nseen     = 0;
+	int                sizes[3]  = { 10, 10, 5 };
+	int                totals[3] = { 11, 21, 25 };
 
 	for (int i = 0; i < 25; i++) {
 		free(create(fx->st, ALICE, "{\"page\":true}"));
@@ -700,7 +905,8 @@ test_pagination(void **state)
 		assert_int_equal(search(fx->st, ALICE, "{\"page\":true}", NULL,
 		                     10, p * 10, 0, 0, &r),
 		    CM_OK);
-		assert_int_equal(r->total, 25);
+		// offset + page, plus one when more follow.
+		assert_int_equal(r->total, totals[p]);
 		assert_int_equal(r->n_threads, sizes[p]);
 		for (size_t i = 0; i < r->n_threads; i++) {
 			for (size_t j = 0; j < nseen; j++) {
@@ -713,10 +919,17 @@ test_pagination(void **state)
 		r = NULL;
 	}
 	assert_int_equal(nseen, 25);
-	// Past the end: empty page, total still right.
+	// Past the end: an empty page, nothing follows.
 	assert_int_equal(
 	    search(fx->st, ALICE, NULL, NULL, 10, 100, 0, 0, &r), CM_OK);
 	assert_int_equal(r->n_threads, 0);
+	assert_int_equal(r->total, 100);
+	msg_free(r);
+	r = NULL;
+	// A page that ends exactly at the last match: nothing follows.
+	assert_int_equal(
+	    search(fx->st, ALICE, NULL, NULL, 5, 20, 0, 0, &r), CM_OK);
+	assert_int_equal(r->n_threads, 5);
 	assert_int_equal(r->total, 25);
 	msg_free(r);
 	r = NULL;
@@ -1232,7 +1445,7 @@ test_two_connections(void **state)
 	tsvc_thread *t   = NULL;
 	char        *id;
 
-	assert_int_equal(tsvc_store_open(fx->path, &st2, NULL, 0), CM_OK);
+	assert_int_equal(tsvc_store_open(fx->db, &st2, NULL, 0), CM_OK);
 	id = create(fx->st, ALICE, NULL);
 	assert_int_equal(get(st2, ALICE, id, &t), CM_OK);
 	msg_free(t);
@@ -1241,7 +1454,13 @@ test_two_connections(void **state)
 	msg_free(t);
 	t = NULL;
 	assert_int_equal(get(fx->st, ALICE, id, &t), CM_OK);
-	assert_non_null(strstr(t->metadata_json, "\"w\":2"));
+	{
+		json_t *m = json_loads(t->metadata_json, 0, NULL);
+
+		assert_int_equal(
+		    json_integer_value(json_object_get(m, "w")), 2);
+		json_decref(m);
+	}
 	msg_free(t);
 	tsvc_store_close(st2);
 	free(id);
@@ -1250,17 +1469,24 @@ test_two_connections(void **state)
 static void
 test_open_errors(void **state)
 {
-	tsvc_store *st = NULL;
-	char        detail[CM_RPC_DETAIL_MAX];
-	char        path[600];
-	FILE       *f;
+	tsvc_db *db = NULL;
+	char     detail[CM_RPC_DETAIL_MAX];
+	char     path[600];
+	FILE    *f;
 
 	(void) state;
 	assert_int_equal(
-	    tsvc_store_open("", &st, detail, sizeof(detail)), CM_EINVAL);
-	assert_int_equal(tsvc_store_open("/nonexistent-dir/x.db", &st, detail,
-	                     sizeof(detail)),
+	    tsvc_db_open("", NULL, &db, detail, sizeof(detail)), CM_EINVAL);
+	assert_int_equal(
+	    tsvc_db_open("sqlite://", NULL, &db, detail, sizeof(detail)),
+	    CM_EINVAL);
+	assert_int_equal(tsvc_db_open("/nonexistent-dir/x.db", NULL, &db,
+	                     detail, sizeof(detail)),
 	    CM_EUNAVAIL);
+	assert_int_equal(tsvc_db_open("sqlite:///nonexistent-dir/x.db", NULL,
+	                     &db, detail, sizeof(detail)),
+	    CM_EUNAVAIL);
+	assert_non_null(strstr(detail, "/nonexistent-dir/x.db"));
 	// Not a database.
 	snprintf(path, sizeof(path), "%s/garbage.db", tmpdir);
 	f = fopen(path, "w");
@@ -1269,10 +1495,40 @@ test_open_errors(void **state)
 	      "..................................................",
 	    f);
 	fclose(f);
-	assert_int_equal(
-	    tsvc_store_open(path, &st, detail, sizeof(detail)), CM_EUNAVAIL);
-	assert_null(st);
+	assert_int_equal(tsvc_db_open(path, NULL, &db, detail, sizeof(detail)),
+	    CM_EUNAVAIL);
+	assert_null(db);
 	unlink(path);
+}
+
+// The sqlite:// forms name the same file as the plain path.
+static void
+test_sqlite_targets(void **state)
+{
+	tsvc_db     *db = NULL;
+	tsvc_store  *st = NULL;
+	tsvc_thread *t  = NULL;
+	char         path[600];
+	char         url[700];
+	char        *id;
+
+	(void) state;
+	snprintf(path, sizeof(path), "%s/targets.db", tmpdir);
+	assert_int_equal(tsvc_db_open(path, NULL, &db, NULL, 0), CM_OK);
+	assert_string_equal(tsvc_db_backend_name(db), "sqlite");
+	assert_int_equal(tsvc_store_open(db, &st, NULL, 0), CM_OK);
+	id = create(st, ALICE, NULL);
+	tsvc_store_close(st);
+	tsvc_db_close(db);
+	snprintf(url, sizeof(url), "sqlite://%s", path); // sqlite:///abs
+	assert_int_equal(tsvc_db_open(url, NULL, &db, NULL, 0), CM_OK);
+	assert_int_equal(tsvc_store_open(db, &st, NULL, 0), CM_OK);
+	assert_int_equal(get(st, ALICE, id, &t), CM_OK);
+	msg_free(t);
+	tsvc_store_close(st);
+	tsvc_db_close(db);
+	free(id);
+	rm_db(path);
 }
 
 int
@@ -1292,6 +1548,10 @@ main(void)
 		    test_containment_filters, setup, teardown),
 		cmocka_unit_test(test_json_contains_unit),
 		cmocka_unit_test_setup_teardown(
+		    test_metadata_index_plans, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(
 		    test_sort_orders, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_pagination, setup, teardown),
@@ -1307,6 +1567,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_two_connections, setup, teardown),
 		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_sqlite_targets),
 	};
 	int rc;
 

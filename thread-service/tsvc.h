@@ -394,7 +394,6 @@ uint64_t tsvc_sweeper_runs(const tsvc_sweeper *sw);
  */
 int tsvc_json_contains(const json_t *doc, const json_t *filter);
 
-
 // ---------------------------------------------------------------------
 // server.c
 // ---------------------------------------------------------------------
@@ -415,11 +414,18 @@ typedef enum tsvc_lane {
  */
 ProtobufCService *tsvc_service(void);
 
+/** What tsvc_worker_init() needs: the database and the context count. */
+typedef struct tsvc_workers {
+	tsvc_db *db;
+	int      contexts; // cm_rpc_server_config.nworkers
+} tsvc_workers;
+
 /**
- * tsvc_worker_init() is the cm_rpc worker_init hook: arg is the tsvc_db
- * (borrowed for the server's lifetime). It opens a tsvc_store for the
- * worker (returned as the worker state). On failure *err is set (see
- * tsvc_store_open) and NULL returned.
+ * tsvc_worker_init() is the cm_rpc worker_init hook: arg is a
+ * tsvc_workers (borrowed for the server's lifetime). Contexts (index <
+ * contexts) get no state: they only hand calls to lanes. Each lane thread
+ * gets a tsvc_store of its own (its database connection). On failure
+ * *err is set (see tsvc_store_open) and NULL returned.
  */
 void *tsvc_worker_init(void *arg, int index, cm_err *err);
 

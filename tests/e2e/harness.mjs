@@ -436,7 +436,7 @@ export async function startStack(opts = {}) {
 	stack.specs.threads = {
 		args: [],
 		env: { THREAD_SERVICE_URL: stack.threadsUrl, THREADS_DB: threadsDb,
-			THREAD_WORKERS: '4', ...o.threadsEnv },
+			...o.threadsEnv },
 	};
 	stack.specs.auth = {
 		args: [],

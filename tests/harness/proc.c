@@ -251,3 +251,44 @@ tg_wait_http_ok(int port, const char *path, int timeout_ms)
 	curl_easy_cleanup(h);
 	return (rv);
 }
+
+int
+tg_test_db_is_pg(void)
+{
+	const char *v = getenv("TG_TEST_DB");
+
+	return (v != NULL && strcmp(v, "pg") == 0);
+}
+
+int
+tg_test_db(const char *dir, const char *name, char *out, size_t len)
+{
+	char   cmd[1024];
+	FILE  *p;
+	size_t n;
+	int    rc;
+
+	if (!tg_test_db_is_pg()) {
+		rc = snprintf(out, len, "%s/%s", dir, name);
+		return (rc > 0 && (size_t) rc < len ? 0 : -1);
+	}
+	snprintf(cmd, sizeof(cmd), "%s/scripts/pg-test-cluster.sh createdb",
+	    tg_source_dir());
+	p = popen(cmd, "r");
+	if (p == NULL) {
+		fprintf(stderr, "tg_test_db: cannot run %s\n", cmd);
+		return (-1);
+	}
+	n      = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	rc     = pclose(p);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) {
+		out[--n] = '\0';
+	}
+	if (rc != 0 || n == 0) {
+		fprintf(
+		    stderr, "tg_test_db: %s failed (status %d)\n", cmd, rc);
+		return (-1);
+	}
+	return (0);
+}

@@ -65,4 +65,20 @@ int tg_wait_http_ok(int port, const char *path, int timeout_ms);
  */
 char *tg_read_file(const char *path);
 
+/**
+ * tg_test_db() writes into out (len bytes) the THREADS_DB target a test
+ * should use for a new, empty thread-service database:
+ *   - TG_TEST_DB=pg: a fresh database of the test PostgreSQL cluster,
+ *     made by `scripts/pg-test-cluster.sh createdb`, which prints its
+ *     connection URL on stdout (the cluster is started by the ctest
+ *     fixture of the tests labelled pg);
+ *   - otherwise: the sqlite file name in dir.
+ * Returns 0, or -1 (with a message on stderr) when no database could be
+ * made.
+ */
+int tg_test_db(const char *dir, const char *name, char *out, size_t len);
+
+/** tg_test_db_is_pg() is 1 when TG_TEST_DB=pg. */
+int tg_test_db_is_pg(void);
+
 #endif // TG_HARNESS_PROC_H
