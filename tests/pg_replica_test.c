@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "common/json.h"
+#include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "tests/harness/proc.h"
