@@ -4,8 +4,9 @@
 # Installs what threadgate needs on Debian 12, and only what is missing.
 #   scripts/deps.sh           build + run dependencies, and curl for the
 #                             example make run prints (make run)
-#   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm
-#                             (make test; CI)
+#   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm,
+#                             and Debian's postgresql server for the pg
+#                             tests (make test; CI)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
 # sudo otherwise (if available); without either it prints the exact command
@@ -40,7 +41,7 @@ for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
 	-h|--help)
-		sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
 	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
 	esac

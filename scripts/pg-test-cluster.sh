@@ -84,10 +84,12 @@ server_user() {
 	fi
 }
 
-# as_server CMD...: run CMD as the server user.
+# as_server CMD...: run CMD as the server user, from the cluster's
+# directory (the caller's working directory, e.g. a checkout under /root,
+# may be closed to that user).
 as_server() {
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u "$PGUSER_OS" -- "$@"
+		(cd "${PG_DIR:-/}" && runuser -u "$PGUSER_OS" -- "$@")
 	else
 		"$@"
 	fi
@@ -107,7 +109,7 @@ psql_admin() {
 }
 
 cmd_start() {
-	local state=$1 bin user dir port
+	local state=$1 bin user dir port tmp
 	mkdir -p "$state"
 	if [ -f "$state/cluster.env" ]; then
 		# A previous run was interrupted before its cleanup: stop it.
@@ -117,7 +119,12 @@ cmd_start() {
 	bin=$(bindir)
 	user=$(server_user)
 	PGUSER_OS=$user
-	dir=$(mktemp -d "${TMPDIR:-/tmp}/tg-pg-XXXXXX")
+	tmp=${TMPDIR:-/tmp}
+	# A unix socket path holds at most 107 bytes:
+	# <tmp>/tg-pg-XXXXXX/.s.PGSQL.<port> must fit.
+	[ "${#tmp}" -le 60 ] || tmp=/tmp
+	dir=$(mktemp -d "$tmp/tg-pg-XXXXXX")
+	PG_DIR=$dir
 	chmod 755 "$dir"
 	[ "$(id -u)" -ne 0 ] || chown "$user" "$dir"
 	# Any port number works: the server listens only on its unix socket in
