@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -417,8 +418,16 @@ lane_main(void *arg)
 {
 	lane_arg  la = *(lane_arg *) arg;
 	rpc_lane *l  = la.lane;
+	int       nice_inc;
 
 	free(arg);
+	// Linux keeps a nice value per thread: this lowers only this one.
+	nice_inc = l->srv->cfg.lane_nice[l->index];
+	if (nice_inc > 0 &&
+	    setpriority(PRIO_PROCESS, (id_t) gettid(),
+	        getpriority(PRIO_PROCESS, (id_t) gettid()) + nice_inc) != 0) {
+		cm_warn(NULL, "lane %d: cannot lower priority", l->index);
+	}
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
 		rpc_ctx *c;
@@ -541,7 +550,8 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	for (int l = 0; l < cfg->nlanes; l++) {
 		if (cfg->lane_threads[l] < 1 ||
 		    cfg->lane_threads[l] > CM_RPC_MAX_WORKERS ||
-		    cfg->lane_queue[l] < 0) {
+		    cfg->lane_queue[l] < 0 || cfg->lane_nice[l] < 0 ||
+		    cfg->lane_nice[l] > 19) {
 			return (CM_EINVAL);
 		}
 	}

@@ -97,6 +97,11 @@ typedef struct cm_rpc_server_config {
 	int nlanes;
 	int lane_threads[CM_RPC_MAX_LANES];
 	int lane_queue[CM_RPC_MAX_LANES];
+	// Scheduling priority of each lane's threads, as a nice increment
+	// (0..19; 0 = the process's own). A lane of long, CPU-bound work
+	// (scans) given a higher nice yields the CPU to the short calls of
+	// other lanes when both run: a point read is not slowed by scans.
+	int lane_nice[CM_RPC_MAX_LANES];
 	// Optional: called at start, on the starting thread, once per context
 	// (index 0..nworkers-1) and once per lane thread (index nworkers..,
 	// lane 0's threads first); returns that worker's state (NULL allowed)

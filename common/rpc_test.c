@@ -3,8 +3,11 @@
 // Unit tests for rpc.c: a REP server with test handlers on inproc://,
 // driven by the sync, raw and async client calls. Covers dispatch by
 // method name, handler errors, unknown methods, undecodable payloads,
-// expired deadlines, per-worker state and an absent server.
+// expired deadlines, per-worker state, an absent server, and lanes: a
+// blocked lane does not hold up another, and a full lane queue is
+// answered at once.
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,8 +25,15 @@ typedef Threadgate__Auth__V1__AuthService_Service svc_t;
 #define URL       "inproc://rpc_test"
 #define NWORKERS  4
 #define NBLOCKING 2
+// Lane 1: one thread, two queued calls at most.
+#define LANE1_QUEUE 2
 
-static int worker_tags[NWORKERS + NBLOCKING];
+static int worker_tags[NWORKERS + NBLOCKING + 1];
+
+// Calls on lane 1 ("block1") wait here until the test releases them.
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  gate_cv = PTHREAD_COND_INITIALIZER;
+static int             gate_open;
 
 static void *
 w_init(void *arg, int index, cm_err *err)
@@ -46,6 +56,25 @@ t_authenticate(svc_t *svc, const Threadgate__Auth__V1__AuthenticateRequest *in,
 
 	if (in->n_authorization == 1 &&
 	    strcmp(in->authorization[0], "silent") == 0) {
+		return;
+	}
+	if (in->n_authorization == 1 &&
+	    strcmp(in->authorization[0], "block1") == 0) {
+		if (!call->blocking_ok) {
+			if (cm_rpc_offload(call, 1) != CM_OK) {
+				cm_rpc_fail(call, CM_EINTERNAL, "no lane 1");
+				closure(NULL, closure_data);
+			}
+			return;
+		}
+		pthread_mutex_lock(&gate_mu);
+		while (!gate_open) {
+			pthread_cond_wait(&gate_cv, &gate_mu);
+		}
+		pthread_mutex_unlock(&gate_mu);
+		id.identity         = "user-lane1";
+		id.is_authenticated = 1;
+		closure(&id, closure_data);
 		return;
 	}
 	if (in->n_authorization != 1 ||
@@ -96,8 +125,9 @@ setup(void **state)
 		.url          = URL,
 		.service      = &service.base,
 		.nworkers     = NWORKERS,
-		.nlanes       = 1,
-		.lane_threads = { NBLOCKING },
+		.nlanes       = 2,
+		.lane_threads = { NBLOCKING, 1 },
+		.lane_queue   = { 0, LANE1_QUEUE },
 		.worker_init  = w_init,
 	};
 
@@ -290,6 +320,82 @@ test_async_many(void **state)
 	assert_int_equal(as.ok, NASYNC);
 }
 
+// wait_lane waits (bounded) until lane has busy threads and queued calls.
+static void
+wait_lane(int lane, int busy, int queued)
+{
+	int64_t end = cm_mono_ms() + 10000;
+	int     b   = -1;
+	int     q   = -1;
+
+	while (cm_mono_ms() < end) {
+		cm_rpc_server_lane_stats(server, lane, &b, &q);
+		if (b == busy && q == queued) {
+			return;
+		}
+		sched_yield();
+	}
+	fail_msg("lane %d: busy %d queued %d, want %d and %d", lane, b, q,
+	    busy, queued);
+}
+
+static void
+test_lanes(void **state)
+{
+	async_state as = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+		0, 0 };
+	Threadgate__Auth__V1__AuthenticateRequest req =
+	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
+	Threadgate__Auth__V1__StatsRequest sreq =
+	    THREADGATE__AUTH__V1__STATS_REQUEST__INIT;
+	ProtobufCMessage *reply   = NULL;
+	char             *vals[1] = { "block1" };
+	char              id[64];
+	char              detail[128];
+
+	(void) state;
+	req.n_authorization = 1;
+	req.authorization   = vals;
+	// One call occupies lane 1's only thread...
+	assert_int_equal(
+	    cm_rpc_call_async(client, "Authenticate", "b", 10000, &req.base,
+	        &threadgate__auth__v1__identity__descriptor, async_done, &as),
+	    CM_OK);
+	wait_lane(1, 1, 0);
+	// ...and lane 0 still answers.
+	assert_int_equal(
+	    cm_rpc_call_sync(client, "Stats", "r", 2000, &sreq.base,
+	        &threadgate__auth__v1__stats_reply__descriptor, &reply, detail,
+	        sizeof(detail)),
+	    CM_OK);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	// Two more wait in lane 1's queue; the next one finds it full and is
+	// answered at once, not after its deadline.
+	for (int i = 0; i < LANE1_QUEUE; i++) {
+		assert_int_equal(
+		    cm_rpc_call_async(client, "Authenticate", "b", 10000,
+		        &req.base, &threadgate__auth__v1__identity__descriptor,
+		        async_done, &as),
+		    CM_OK);
+	}
+	wait_lane(1, 1, LANE1_QUEUE);
+	assert_int_equal(
+	    authenticate("block1", id, sizeof(id), detail), CM_EUNAVAIL);
+	assert_non_null(strstr(detail, "overloaded"));
+	// Released, every accepted call completes.
+	pthread_mutex_lock(&gate_mu);
+	gate_open = 1;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	pthread_mutex_lock(&as.mu);
+	while (as.done < 1 + LANE1_QUEUE) {
+		pthread_cond_wait(&as.cv, &as.mu);
+	}
+	pthread_mutex_unlock(&as.mu);
+	assert_int_equal(as.ok, 1 + LANE1_QUEUE);
+	wait_lane(1, 0, 0);
+}
+
 int
 main(void)
 {
@@ -300,6 +406,7 @@ main(void)
 		cmocka_unit_test(test_no_server),
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_async_many),
+		cmocka_unit_test(test_lanes),
 	};
 	return (cmocka_run_group_tests(tests, setup, teardown));
 }

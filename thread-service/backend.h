@@ -243,6 +243,20 @@ typedef struct tsvc_backend {
 	cm_err (*cp_history)(tsvc_store *st, const tsvc_history_query *q,
 	    tsvc_checkpoint_sink sink, void *arg);
 
+	// -- quotas -------------------------------------------------------
+	// The owner's usage: how many threads it has and how many bytes of
+	// JSON text its threads and checkpoints hold (metadata, values,
+	// config, interrupts, next). Backends keep both current in the same
+	// transaction as every write (sqlite and PostgreSQL: triggers), so
+	// the count includes the caller's own uncommitted writes; concurrent
+	// writers of one owner see each other's committed changes.
+	cm_err (*owner_usage)(tsvc_store *st, const char *owner,
+	    int64_t *threads, int64_t *bytes);
+	// How many checkpoints the thread has in all namespaces, counting
+	// at most max (*n <= max).
+	cm_err (*cp_count)(tsvc_store *st, const char *owner, const char *id,
+	    int64_t max, int64_t *n);
+
 	// -- system --------------------------------------------------------
 	// Deletes (with checkpoints) up to max threads of any owner whose
 	// ttl has expired at now_us, in its own transaction; *deleted gets
@@ -253,6 +267,11 @@ typedef struct tsvc_backend {
 	// changes updated_at or the ttl recomputes it.
 	cm_err (*sweep)(
 	    tsvc_store *st, int64_t now_us, int64_t max, int64_t *deleted);
+	// Periodic upkeep, run by the sweeper after each sweep: give the
+	// space of deleted rows back and keep the journal bounded (sqlite:
+	// incremental vacuum and a WAL checkpoint that truncates). May do
+	// nothing (PostgreSQL: autovacuum's job).
+	cm_err (*maintain)(tsvc_store *st);
 } tsvc_backend;
 
 extern const tsvc_backend tsvc_backend_sqlite;
@@ -261,6 +280,13 @@ extern const tsvc_backend tsvc_backend_pg;
 // ---------------------------------------------------------------------
 // Helpers the core offers to backends (store.c)
 // ---------------------------------------------------------------------
+
+/**
+ * tsvc_db_backend() is db's backend table (static). For code that drives
+ * a backend directly: the backends themselves and the bulk loader of
+ * bench/ (which batches many inserts in one transaction).
+ */
+const tsvc_backend *tsvc_db_backend(const tsvc_db *db);
 
 /**
  * tsvc_store_fail() sets st's detail from fmt and returns err, so a

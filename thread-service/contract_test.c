@@ -201,7 +201,8 @@ group_teardown(void **state)
 	}
 	const char *files[] = { "threads.db", "threads.db-wal",
 		"threads.db-shm", "threads.log", "threads.sock", "bad.log",
-		NULL };
+		"quota.db", "quota.db-wal", "quota.db-shm", "quota.log",
+		"quota.sock", NULL };
 	for (int i = 0; files[i] != NULL; i++) {
 		snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);
 		unlink(p);
@@ -828,6 +829,63 @@ wait_exit(tg_proc *p)
 	return (WEXITSTATUS(status));
 }
 
+// The quota variables reach the store: a service started with
+// THREAD_MAX_THREADS_PER_USER=1 refuses a second thread of one owner with
+// PERMISSION_DENIED naming the quota, while another owner still creates.
+static void
+test_quota_env(void **state)
+{
+	char           *bin = binary();
+	char            qurl[700];
+	char            qdb[1100];
+	char            qlog[700];
+	char            env1[64];
+	const char     *argv[] = { bin, "--listen", qurl, "--db", qdb, NULL };
+	const char     *env[]  = { env1, NULL };
+	tg_proc        *p      = NULL;
+	cm_rpc_client  *c      = NULL;
+	tsvc_create_req req =
+	    THREADGATE__THREADS__V1__CREATE_THREAD_REQUEST__INIT;
+	ProtobufCMessage *reply = NULL;
+	char              detail[CM_RPC_DETAIL_MAX];
+	cm_err            rv = CM_EUNAVAIL;
+	int64_t           end;
+
+	(void) state;
+	snprintf(qurl, sizeof(qurl), "ipc://%s/quota.sock", tmpdir);
+	snprintf(qlog, sizeof(qlog), "%s/quota.log", tmpdir);
+	snprintf(env1, sizeof(env1), "THREAD_MAX_THREADS_PER_USER=1");
+	assert_int_equal(tg_test_db(tmpdir, "quota.db", qdb, sizeof(qdb)), 0);
+	assert_int_equal(tg_proc_start(argv, env, qlog, &p), 0);
+	assert_int_equal(cm_rpc_client_open(qurl, &c), CM_OK);
+	req.owner     = ALICE;
+	req.thread_id = "";
+	end           = cm_mono_ms() + READY_MS;
+	while (rv == CM_EUNAVAIL && cm_mono_ms() < end && tg_proc_alive(p)) {
+		rv = cm_rpc_call_sync(c, "CreateThread", "q", 1000, &req.base,
+		    &threadgate__threads__v1__thread__descriptor, &reply,
+		    detail, sizeof(detail));
+	}
+	assert_int_equal(rv, CM_OK);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	assert_int_equal(
+	    cm_rpc_call_sync(c, "CreateThread", "q", CALL_MS, &req.base,
+	        &threadgate__threads__v1__thread__descriptor, &reply, detail,
+	        sizeof(detail)),
+	    CM_EPERM);
+	assert_non_null(strstr(detail, "quota exceeded"));
+	req.owner = BOB;
+	assert_int_equal(
+	    cm_rpc_call_sync(c, "CreateThread", "q", CALL_MS, &req.base,
+	        &threadgate__threads__v1__thread__descriptor, &reply, detail,
+	        sizeof(detail)),
+	    CM_OK);
+	protobuf_c_message_free_unpacked(reply, NULL);
+	cm_rpc_client_close(c);
+	assert_int_equal(tg_proc_stop(p), 0);
+	free(bin);
+}
+
 static void
 test_exit_codes(void **state)
 {
@@ -1035,6 +1093,7 @@ main(void)
 		cmocka_unit_test(test_concurrent_writes_lose_nothing),
 		cmocka_unit_test(test_ttl_sweeper_deletes_expired),
 		cmocka_unit_test(test_exit_codes),
+		cmocka_unit_test(test_quota_env),
 		cmocka_unit_test(test_restart_keeps_data),
 	};
 

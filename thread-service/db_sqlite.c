@@ -50,7 +50,7 @@
 //     refused at open (an older binary must not write a newer schema).
 // ---------------------------------------------------------------------
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 // Version 1. Times are Unix microseconds. JSON columns hold compact JSON
 // text written by cm_json_dump. threads."values" is NULL until the first
@@ -143,6 +143,98 @@ static const char schema_v2[] =
     " SELECT t.owner, t.thread_id, j.key, j.value FROM threads t,"
     " json_each(t.metadata) j WHERE " META_ROW_OK("j") ";";
 
+// Bytes of JSON text a thread row / checkpoint row r holds (what the
+// storage quota counts).
+#define TSIZE(r)                                                           \
+	"(length(CAST(" r ".metadata AS BLOB)) + coalesce(length(CAST(" r  \
+	".\"values\" AS BLOB)), 0) + length(CAST(" r ".config AS BLOB)) +" \
+	" length(CAST(" r ".interrupts AS BLOB)))"
+#define CSIZE(r)                                                 \
+	"(length(CAST(" r ".metadata AS BLOB)) + length(CAST(" r \
+	".\"values\" AS BLOB)) + length(CAST(" r ".next AS BLOB)))"
+
+// Version 3: owner_usage, what each owner stores (threads, bytes), kept
+// current by triggers in the same transaction as every write, for the
+// quotas. (auto_vacuum = INCREMENTAL is set on every new database before
+// its first table, see open_db; older files keep their mode.)
+static const char
+    schema_v3[] =
+        "CREATE TABLE owner_usage ("
+        " owner   TEXT NOT NULL PRIMARY KEY,"
+        " threads INTEGER NOT NULL DEFAULT 0,"
+        " bytes   INTEGER NOT NULL DEFAULT 0"
+        ") WITHOUT ROWID;"
+        "INSERT INTO owner_usage (owner, threads, bytes)"
+        " SELECT t.owner, count(*), sum(" TSIZE(
+            "t") ") FROM threads t"
+                 " GROUP BY t.owner;"
+                 "UPDATE owner_usage SET bytes = bytes + coalesce((SELECT "
+                 "sum(" CSIZE(
+                     "c") ") FROM checkpoints c WHERE c.owner = "
+                          "owner_usage.owner), 0);"
+                          "CREATE TRIGGER usage_threads_ins AFTER INSERT ON "
+                          "threads BEGIN"
+                          " INSERT OR IGNORE INTO owner_usage (owner) VALUES "
+                          "(NEW.owner);"
+                          " UPDATE owner_usage SET threads = threads + 1, "
+                          "bytes = bytes + " TSIZE(
+                              "NEW") " WHERE owner = NEW.owner; END;"
+                                     "CREATE TRIGGER usage_threads_del AFTER "
+                                     "DELETE ON threads BEGIN"
+                                     " UPDATE owner_usage SET threads = "
+                                     "threads - 1, bytes = bytes - " TSIZE(
+                                         "OLD") " WHERE owner = OLD.owner; "
+                                                "END;"
+                                                "CREATE TRIGGER "
+                                                "usage_threads_upd AFTER "
+                                                "UPDATE OF metadata, "
+                                                "\"values\","
+                                                " config, interrupts ON "
+                                                "threads BEGIN"
+                                                " UPDATE owner_usage SET "
+                                                "bytes = bytes + " TSIZE("NEW") " - " TSIZE(
+                                                    "OLD") " WHERE owner = "
+                                                           "NEW.owner; END;"
+                                                           "CREATE TRIGGER "
+                                                           "usage_cp_ins "
+                                                           "AFTER INSERT ON "
+                                                           "checkpoints BEGIN"
+                                                           " UPDATE "
+                                                           "owner_usage SET "
+                                                           "bytes = bytes "
+                                                           "+ " CSIZE(
+                                                               "NEW") " WHERE "
+                                                                      "owner "
+                                                                      "= "
+                                                                      "NEW."
+                                                                      "owner; "
+                                                                      "END;"
+                                                                      "CREATE "
+                                                                      "TRIGGER"
+                                                                      " usage_"
+                                                                      "cp_del "
+                                                                      "AFTER "
+                                                                      "DELETE "
+                                                                      "ON "
+                                                                      "checkpo"
+                                                                      "ints "
+                                                                      "BEGIN"
+                                                                      " UPDATE"
+                                                                      " owner_"
+                                                                      "usage "
+                                                                      "SET "
+                                                                      "bytes "
+                                                                      "= "
+                                                                      "bytes "
+                                                                      "-"
+                                                                      " " CSIZE(
+                                                                          "OL"
+                                                                          "D") " WHERE owner = OLD.owner; END;"
+                                                                               "CREATE TRIGGER usage_cp_upd AFTER UPDATE OF metadata, \"values\", next"
+                                                                               " ON checkpoints BEGIN"
+                                                                               " UPDATE owner_usage SET bytes = bytes + " CSIZE(
+                                                                                   "NEW") " - " CSIZE("OLD") " WHERE owner = NEW.owner; END;";
+
 // ---------------------------------------------------------------------
 // Statements (prepared once per connection)
 // ---------------------------------------------------------------------
@@ -210,10 +302,11 @@ enum {
 	S_CP_INSERT,
 	S_CP_SET_META,
 	S_HISTORY,
-	S_COUNT_ALL,
 	S_COUNT,
 	S_COUNT_META,
 	S_SWEEP,
+	S_USAGE,
+	S_CP_COUNT,
 	// 8 search statements each: + sort * 2 + ascending.
 	S_SEARCH,
 	S_SEARCH_META = S_SEARCH + 8,
@@ -322,15 +415,16 @@ static const char *const stmt_sql[S_SEARCH] = {
 	    "?5))"
 	    " AND (?6 IS NULL OR tg_json_contains(metadata, ?6))"
 	    " ORDER BY created_at DESC, checkpoint_id DESC LIMIT ?7",
-	// No filter: the owner's smallest covering index, no table rows.
-	[S_COUNT_ALL] = "SELECT count(*) FROM threads WHERE owner = ?1",
-	[S_COUNT]     = "SELECT count(*) FROM threads WHERE " FILTER_WHERE(""),
+	[S_COUNT] = "SELECT count(*) FROM threads WHERE " FILTER_WHERE(""),
 	[S_COUNT_META] = "SELECT count(*)" META_FROM FILTER_WHERE("t."),
 	// Exception to the owner rule (backend.h): the sweeper deletes
 	// expired rows of every owner, through the expiry index; the
 	// checkpoints and thread_meta rows go by ON DELETE CASCADE.
 	[S_SWEEP] = "DELETE FROM threads WHERE rowid IN (SELECT rowid FROM"
 	            " threads WHERE expires_at <= ?1 LIMIT ?2)",
+	[S_USAGE] = "SELECT threads, bytes FROM owner_usage WHERE owner = ?1",
+	[S_CP_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM checkpoints"
+	               " WHERE owner = ?1 AND thread_id = ?2 LIMIT ?3)",
 };
 
 // Order columns of the search statements, indexed by tsvc_sort.
@@ -725,12 +819,17 @@ open_db(const sq_db *d, sqlite3 **out, char *detail, size_t detail_len)
 	}
 	sqlite3_extended_result_codes(db, 1);
 	sqlite3_busy_timeout(db, d->opt.busy_timeout_ms);
+	// auto_vacuum first: it only takes on a new, empty file (before its
+	// first table), where it lets maintain() give freed pages back.
 	// journal_mode answers with a row; sqlite3_exec ignores it. WAL lets
 	// readers run while one writer writes; NORMAL is durable at every
 	// checkpoint and loses at most the last transactions on power loss.
+	// journal_size_limit truncates the WAL after checkpoints.
 	rv = exec_sql(db,
-	    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-	    " PRAGMA foreign_keys = ON;",
+	    "PRAGMA auto_vacuum = INCREMENTAL;"
+	    " PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+	    " PRAGMA foreign_keys = ON;"
+	    " PRAGMA journal_size_limit = " STR(TSVC_WAL_LIMIT_BYTES) ";",
 	    detail, detail_len);
 	if (rv != CM_OK) {
 		sqlite3_close_v2(db);
@@ -784,7 +883,13 @@ migrate(sqlite3 *db, char *detail, size_t detail_len)
 			goto out;
 		}
 	}
-	// Future steps go here: if (version < 3) { ... }
+	if (version < 3) {
+		rv = exec_sql(db, schema_v3, detail, detail_len);
+		if (rv != CM_OK) {
+			goto out;
+		}
+	}
+	// Future steps go here: if (version < 4) { ... }
 	if (version < SCHEMA_VERSION) {
 		char sql[64];
 
@@ -1293,6 +1398,9 @@ out:
 	return (rv);
 }
 
+static cm_err sq_owner_usage(
+    tsvc_store *st, const char *owner, int64_t *threads, int64_t *bytes);
+
 static cm_err
 sq_thread_count(
     tsvc_store *st, const char *owner, const tsvc_filter *f, int64_t *count)
@@ -1307,7 +1415,11 @@ sq_thread_count(
 
 	if (f->metadata == NULL && f->values == NULL && f->n_ids == 0 &&
 	    f->status == NULL) {
-		return (one_int(st, S_COUNT_ALL, count, "t", owner));
+		// owner_usage.threads is kept exact by triggers in every write
+		// transaction: no need to walk a million index entries.
+		int64_t bytes;
+
+		return (sq_owner_usage(st, owner, count, &bytes));
 	}
 	rv = pick_pair(st, owner, f, &pair, &use_meta);
 	if (rv != CM_OK) {
@@ -1449,6 +1561,58 @@ sq_sweep(tsvc_store *st, int64_t now_us, int64_t max, int64_t *deleted)
 	return (CM_OK);
 }
 
+static cm_err
+sq_owner_usage(
+    tsvc_store *st, const char *owner, int64_t *threads, int64_t *bytes)
+{
+	sqlite3_stmt *s;
+	int           row;
+	cm_err        rv;
+
+	rv = query(st, S_USAGE, &s, &row, "t", owner);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	*threads = row ? sqlite3_column_int64(s, 0) : 0;
+	*bytes   = row ? sqlite3_column_int64(s, 1) : 0;
+	sqlite3_reset(s);
+	return (CM_OK);
+}
+
+static cm_err
+sq_cp_count(
+    tsvc_store *st, const char *owner, const char *id, int64_t max, int64_t *n)
+{
+	return (one_int(st, S_CP_COUNT, n, "tti", owner, id, max));
+}
+
+// Pages freed by one maintain(): 64k pages of 4 KiB, 256 MiB, so a run
+// holds the write lock only briefly; the rest goes at the next run.
+#define VACUUM_PAGES 65536
+
+static cm_err
+sq_maintain(tsvc_store *st)
+{
+	tsvc_conn *c = conn_of(st);
+	char       detail[CM_RPC_DETAIL_MAX];
+	cm_err     rv;
+
+	rv =
+	    exec_sql(c->db, "PRAGMA incremental_vacuum(" STR(VACUUM_PAGES) ")",
+	        detail, sizeof(detail));
+	if (rv == CM_OK) {
+		// TRUNCATE resets the WAL to zero bytes when no reader needs
+		// it; with long readers it does what it can (busy is fine).
+		rv = exec_sql(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", detail,
+		    sizeof(detail));
+	}
+	if (rv != CM_OK) {
+		return (tsvc_store_fail(
+		    st, CM_EUNAVAIL, "maintenance: %s", detail));
+	}
+	return (CM_OK);
+}
+
 const tsvc_backend tsvc_backend_sqlite = {
 	.name              = "sqlite",
 	.db_open           = sq_db_open,
@@ -1474,5 +1638,8 @@ const tsvc_backend tsvc_backend_sqlite = {
 	.cp_set_metadata   = sq_cp_set_metadata,
 	.cp_keep_latest    = sq_cp_keep_latest,
 	.cp_history        = sq_cp_history,
+	.owner_usage       = sq_owner_usage,
+	.cp_count          = sq_cp_count,
 	.sweep             = sq_sweep,
+	.maintain          = sq_maintain,
 };

@@ -66,6 +66,12 @@ usage(FILE *f)
 	    "                     backstop, 0 = none (default %d)\n"
 	    "  THREADS_DB_CONNECT_TIMEOUT_MS    PostgreSQL connect timeout\n"
 	    "                     (default %d)\n"
+	    "  THREAD_MAX_THREADS_PER_USER      threads one owner may keep,\n"
+	    "                     0 = unlimited (default %d)\n"
+	    "  THREAD_MAX_CHECKPOINTS_PER_THREAD  checkpoints one thread may\n"
+	    "                     hold, 0 = unlimited (default %d)\n"
+	    "  THREAD_MAX_BYTES_PER_USER        bytes of JSON one owner may\n"
+	    "                     store, 0 = unlimited (default %lld)\n"
 	    "  LOG_LEVEL          debug|info|warn|error (default info)\n"
 	    "\n"
 	    "Each worker holds one database connection: a process opens\n"
@@ -78,8 +84,9 @@ usage(FILE *f)
 	    TSVC_LANE_WORKERS_MAX, TSVC_SCAN_WORKERS_DEFAULT,
 	    TSVC_LANE_WORKERS_MAX, TSVC_WRITE_WORKERS_DEFAULT,
 	    TSVC_SWEEP_MAX_S, TSVC_SWEEP_DEFAULT_S,
-	    TSVC_STATEMENT_TIMEOUT_DEFAULT_MS,
-	    TSVC_CONNECT_TIMEOUT_DEFAULT_MS);
+	    TSVC_STATEMENT_TIMEOUT_DEFAULT_MS, TSVC_CONNECT_TIMEOUT_DEFAULT_MS,
+	    TSVC_MAX_THREADS_DEFAULT, TSVC_MAX_CHECKPOINTS_DEFAULT,
+	    (long long) TSVC_MAX_BYTES_DEFAULT);
 }
 
 static int
@@ -142,6 +149,9 @@ main(int argc, char **argv)
 	int64_t              sweep_s;
 	int64_t              stmt_ms;
 	int64_t              conn_ms;
+	int64_t              max_threads;
+	int64_t              max_cps;
+	int64_t              max_bytes;
 	int64_t              contexts = 1;
 	sigset_t             sigs;
 	char                 detail[CM_RPC_DETAIL_MAX];
@@ -167,7 +177,14 @@ main(int argc, char **argv)
 	        &stmt_ms) != CM_OK ||
 	    cm_env_i64("THREADS_DB_CONNECT_TIMEOUT_MS",
 	        TSVC_CONNECT_TIMEOUT_DEFAULT_MS, 1, TIMEOUT_MAX_MS,
-	        &conn_ms) != CM_OK) {
+	        &conn_ms) != CM_OK ||
+	    cm_env_i64("THREAD_MAX_THREADS_PER_USER", TSVC_MAX_THREADS_DEFAULT,
+	        0, INT32_MAX, &max_threads) != CM_OK ||
+	    cm_env_i64("THREAD_MAX_CHECKPOINTS_PER_THREAD",
+	        TSVC_MAX_CHECKPOINTS_DEFAULT, 0, INT32_MAX,
+	        &max_cps) != CM_OK ||
+	    cm_env_i64("THREAD_MAX_BYTES_PER_USER", TSVC_MAX_BYTES_DEFAULT, 0,
+	        INT64_MAX, &max_bytes) != CM_OK) {
 		return (EXIT_USAGE);
 	}
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -212,6 +229,9 @@ main(int argc, char **argv)
 	}
 	opt.statement_timeout_ms = (int) stmt_ms;
 	opt.connect_timeout_ms   = (int) conn_ms;
+	opt.max_threads          = max_threads;
+	opt.max_checkpoints      = max_cps;
+	opt.max_bytes            = max_bytes;
 
 	// Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread
 	// (the workers inherit the mask) and taken by sigwait below.

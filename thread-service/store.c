@@ -31,6 +31,7 @@
 struct tsvc_db {
 	const tsvc_backend *be;
 	void               *impl;
+	tsvc_db_options     opt;
 };
 
 // Thread statuses LangGraph defines (the status filter must be one).
@@ -238,7 +239,7 @@ static cm_err
 parse_filter(tsvc_store *st, const char *in, const char *what, char **text,
     json_t **doc)
 {
-	json_t *v;
+	json_t *v = NULL;
 	cm_err  rv;
 
 	*text = NULL;
@@ -340,6 +341,91 @@ thread_exists(tsvc_store *st, const char *owner, const char *id, int lock,
 		*created = c;
 	}
 	return (CM_OK);
+}
+
+// quota_check runs inside a write transaction, after the writes: it
+// fails (and the caller rolls everything back) when the owner is now past
+// a quota. The backends count the transaction's own writes, and a
+// concurrent writer of the same owner waits for this transaction, so two
+// writers cannot both slip under a quota.
+static cm_err
+quota_check(tsvc_store *st, const char *owner)
+{
+	const tsvc_db_options *o       = &st->db->opt;
+	int64_t                threads = 0;
+	int64_t                bytes   = 0;
+	cm_err                 rv;
+
+	if (o->max_threads <= 0 && o->max_bytes <= 0) {
+		return (CM_OK);
+	}
+	rv = st->db->be->owner_usage(st, owner, &threads, &bytes);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	if (o->max_threads > 0 && threads > o->max_threads) {
+		return (fail(st, CM_EPERM,
+		    "quota exceeded: at most %lld threads per user; delete "
+		    "some first",
+		    (long long) o->max_threads));
+	}
+	if (o->max_bytes > 0 && bytes > o->max_bytes) {
+		return (fail(st, CM_EPERM,
+		    "quota exceeded: at most %lld bytes of stored state per "
+		    "user; delete or prune threads first",
+		    (long long) o->max_bytes));
+	}
+	return (CM_OK);
+}
+
+// checkpoint_room fails when the thread holds its quota of checkpoints.
+static cm_err
+checkpoint_room(tsvc_store *st, const char *owner, const char *id)
+{
+	int64_t max = st->db->opt.max_checkpoints;
+	int64_t n   = 0;
+	cm_err  rv;
+
+	if (max <= 0) {
+		return (CM_OK);
+	}
+	rv = st->db->be->cp_count(st, owner, id, max, &n);
+	if (rv == CM_OK && n >= max) {
+		rv = fail(st, CM_EPERM,
+		    "quota exceeded: at most %lld checkpoints per thread; "
+		    "prune the thread (keep_latest) first",
+		    (long long) max);
+	}
+	return (rv);
+}
+
+// json_nodes counts the JSON values in v, stopping past limit.
+static size_t
+json_nodes(const json_t *v, size_t limit)
+{
+	size_t      n = 1;
+	size_t      i;
+	const char *k;
+	json_t     *e;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *) v, k, e)
+		{
+			n += json_nodes(e, limit - n);
+			if (n > limit) {
+				return (n);
+			}
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach((json_t *) v, i, e)
+		{
+			n += json_nodes(e, limit - n);
+			if (n > limit) {
+				return (n);
+			}
+		}
+	}
+	return (n);
 }
 
 // ---------------------------------------------------------------------
@@ -499,6 +585,16 @@ state_apply(tsvc_store *st, const char *owner, const char *thread_id,
 		    TSVC_JSON_STORED_MAX);
 		goto out;
 	}
+	if (json_nodes(values, TSVC_JSON_NODES_MAX) > TSVC_JSON_NODES_MAX) {
+		rv = fail(st, CM_ETOOBIG,
+		    "state values would hold more than %u JSON values",
+		    TSVC_JSON_NODES_MAX);
+		goto out;
+	}
+	rv = checkpoint_room(st, owner, thread_id);
+	if (rv != CM_OK) {
+		goto out;
+	}
 	rv = be->cp_insert(st, owner, c);
 	if (rv == CM_OK && ns[0] == '\0') {
 		rv = be->thread_set_values(
@@ -626,6 +722,9 @@ tsvc_db_options_default(void)
 		.busy_timeout_ms      = TSVC_BUSY_TIMEOUT_MS,
 		.statement_timeout_ms = TSVC_STATEMENT_TIMEOUT_DEFAULT_MS,
 		.connect_timeout_ms   = TSVC_CONNECT_TIMEOUT_DEFAULT_MS,
+		.max_threads          = TSVC_MAX_THREADS_DEFAULT,
+		.max_checkpoints      = TSVC_MAX_CHECKPOINTS_DEFAULT,
+		.max_bytes            = TSVC_MAX_BYTES_DEFAULT,
 	};
 
 	return (o);
@@ -726,6 +825,7 @@ tsvc_db_open(const char *target, const tsvc_db_options *opt, tsvc_db **out,
 	db       = cm_xcalloc(1, sizeof(*db));
 	db->be   = be;
 	db->impl = impl;
+	db->opt  = opt != NULL ? *opt : defaults;
 	*out     = db;
 	return (CM_OK);
 }
@@ -738,6 +838,12 @@ tsvc_db_close(tsvc_db *db)
 	}
 	db->be->db_close(db->impl);
 	free(db);
+}
+
+const tsvc_backend *
+tsvc_db_backend(const tsvc_db *db)
+{
+	return (db->be);
 }
 
 const char *
@@ -900,7 +1006,10 @@ tsvc_store_create_thread(
 			goto out;
 		}
 	}
-	rv = be->thread_get(st, req->owner, id, 0, &t);
+	rv = quota_check(st, req->owner);
+	if (rv == CM_OK) {
+		rv = be->thread_get(st, req->owner, id, 0, &t);
+	}
 	if (rv == CM_OK && t == NULL) {
 		rv = fail(st, CM_EINTERNAL, "internal storage error");
 	}
@@ -1015,7 +1124,10 @@ tsvc_store_update_thread(
 	if (rv != CM_OK) {
 		goto out;
 	}
-	rv = be->thread_get(st, req->owner, id, 0, &t);
+	rv = quota_check(st, req->owner);
+	if (rv == CM_OK) {
+		rv = be->thread_get(st, req->owner, id, 0, &t);
+	}
 	if (rv == CM_OK && t == NULL) {
 		rv = fail(st, CM_EINTERNAL, "internal storage error");
 	}
@@ -1287,7 +1399,10 @@ tsvc_store_copy_thread(
 		    fail(st, CM_ECONFLICT, "Thread with ID %s not found", src);
 		goto out;
 	}
-	rv = be->thread_get(st, req->owner, dst, 0, &t);
+	rv = quota_check(st, req->owner);
+	if (rv == CM_OK) {
+		rv = be->thread_get(st, req->owner, dst, 0, &t);
+	}
 	if (rv == CM_OK && t == NULL) {
 		rv = fail(st, CM_EINTERNAL, "internal storage error");
 	}
@@ -1527,6 +1642,9 @@ tsvc_store_update_state(
 	    req->checkpoint_id[0] != '\0' ? cid : NULL, &up, 1, cm_now_us(),
 	    &cp);
 	if (rv == CM_OK) {
+		rv = quota_check(st, req->owner);
+	}
+	if (rv == CM_OK) {
 		rv = tx_commit(st);
 	}
 out:
@@ -1608,6 +1726,9 @@ tsvc_store_patch_state(tsvc_store *st, const tsvc_patch_state_req *req)
 	}
 	rv = be->cp_set_metadata(
 	    st, req->owner, id, "", cp->checkpoint_id, mtext);
+	if (rv == CM_OK) {
+		rv = quota_check(st, req->owner);
+	}
 	if (rv == CM_OK) {
 		rv = tx_commit(st);
 	}
@@ -1756,4 +1877,10 @@ tsvc_store_sweep(tsvc_store *st, int64_t now_us, int64_t *deleted)
 		*deleted = total;
 	}
 	return (rv);
+}
+
+cm_err
+tsvc_store_maintain(tsvc_store *st)
+{
+	return (st->db->be->maintain(st));
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -803,6 +804,178 @@ test_deadline(void **state)
 	    n_matches(fx->st, ALICE, "{\"x\":{\"y\":1}}", NULL), 0);
 }
 
+// Quotas per owner: threads, checkpoints per thread, stored bytes. A
+// write past one fails with CM_EPERM and leaves nothing behind; deletes
+// and prunes always work and make room again; other owners are not
+// affected.
+static void
+test_quotas(void **state)
+{
+	fixture         *fx  = *state;
+	tsvc_db_options  opt = tsvc_db_options_default();
+	tsvc_db         *db  = NULL;
+	tsvc_store      *st  = NULL;
+	tsvc_thread     *t   = NULL;
+	tsvc_checkpoint *cp  = NULL;
+	tsvc_thread_ref  ref = THREADGATE__THREADS__V1__THREAD_REF__INIT;
+	tsvc_prune_req   pr =
+	    THREADGATE__THREADS__V1__PRUNE_THREADS_REQUEST__INIT;
+	tsvc_prune_reply *prr = NULL;
+	char             *ids[3];
+	char             *big;
+	char              detail[CM_RPC_DETAIL_MAX];
+
+	opt.max_threads     = 3;
+	opt.max_checkpoints = 4;
+	opt.max_bytes       = 4000;
+	assert_int_equal(
+	    tsvc_db_open(fx->path, &opt, &db, detail, sizeof(detail)), CM_OK);
+	assert_int_equal(tsvc_store_open(db, &st, NULL, 0), CM_OK);
+	for (int i = 0; i < 3; i++) {
+		ids[i] = create(st, ALICE, NULL);
+	}
+	assert_int_equal(create_full(st, ALICE, NULL, NULL, 0, &t), CM_EPERM);
+	assert_non_null(strstr(tsvc_store_detail(st), "quota exceeded"));
+	assert_int_equal(count(st, ALICE, NULL, NULL), 3);
+	// Copy makes a thread too.
+	ref.owner     = ALICE;
+	ref.thread_id = ids[0];
+	assert_int_equal(tsvc_store_copy_thread(st, &ref, &t), CM_EPERM);
+	assert_int_equal(count(st, ALICE, NULL, NULL), 3);
+	// Another owner has its own quota.
+	free(create(st, BOB, NULL));
+	// A delete makes room.
+	ref.thread_id = ids[2];
+	assert_int_equal(tsvc_store_delete_thread(st, &ref), CM_OK);
+	free(ids[2]);
+	ids[2] = create(st, ALICE, NULL);
+
+	// Checkpoints per thread: 4, then refused; keep_latest makes room.
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(update_state(st, ALICE, ids[0], "{\"n\":1}",
+		                     "a", NULL, &cp),
+		    CM_OK);
+		msg_free(cp);
+		cp = NULL;
+	}
+	assert_int_equal(
+	    update_state(st, ALICE, ids[0], "{\"n\":2}", "a", NULL, &cp),
+	    CM_EPERM);
+	assert_non_null(strstr(tsvc_store_detail(st), "checkpoints"));
+	pr.owner        = ALICE;
+	pr.thread_ids   = &ids[0];
+	pr.n_thread_ids = 1;
+	pr.strategy     = "keep_latest";
+	assert_int_equal(tsvc_store_prune_threads(st, &pr, &prr), CM_OK);
+	msg_free(prr);
+	assert_int_equal(
+	    update_state(st, ALICE, ids[0], "{\"n\":3}", "a", NULL, &cp),
+	    CM_OK);
+	msg_free(cp);
+	cp = NULL;
+
+	// Stored bytes: a state that would take the owner past 4000 bytes
+	// is refused and the thread keeps its state.
+	big = calloc(1, 3000);
+	memcpy(big, "{\"s\":\"", 6);
+	memset(big + 6, 'x', 2980);
+	memcpy(big + 2986, "\"}", 3);
+	assert_int_equal(
+	    update_state(st, ALICE, ids[1], big, "a", NULL, &cp), CM_EPERM);
+	assert_non_null(strstr(tsvc_store_detail(st), "bytes"));
+	{
+		tsvc_get_state_req gs =
+		    THREADGATE__THREADS__V1__GET_STATE_REQUEST__INIT;
+		tsvc_state_reply *sr = NULL;
+
+		gs.owner     = ALICE;
+		gs.thread_id = ids[1];
+		assert_int_equal(tsvc_store_get_state(st, &gs, &sr), CM_OK);
+		assert_false(sr->has_checkpoint);
+		msg_free(sr);
+	}
+	// Under the default quotas (the fixture's database) the same state
+	// is fine: the quota is the limit, not the document.
+	assert_int_equal(
+	    update_state(fx->st, ALICE, ids[1], big, "a", NULL, &cp), CM_OK);
+	msg_free(cp);
+	free(big);
+	for (int i = 0; i < 3; i++) {
+		free(ids[i]);
+	}
+	tsvc_store_close(st);
+	tsvc_db_close(db);
+}
+
+// A state whose values parse into more than TSVC_JSON_NODES_MAX JSON
+// values is refused, however few bytes it has.
+static void
+test_node_cap(void **state)
+{
+	fixture         *fx = *state;
+	tsvc_checkpoint *cp = NULL;
+	char            *id = create(fx->st, ALICE, NULL);
+	size_t           n  = TSVC_JSON_NODES_MAX + 10;
+	char            *v  = malloc(2 * n + 16);
+	size_t           o  = 0;
+
+	o += (size_t) snprintf(v, 16, "{\"a\":[");
+	for (size_t i = 0; i < n; i++) {
+		v[o++] = '0';
+		v[o++] = ',';
+	}
+	v[o - 1] = ']';
+	v[o++]   = '}';
+	v[o]     = '\0';
+	assert_int_equal(
+	    update_state(fx->st, ALICE, id, v, "a", NULL, &cp), CM_ETOOBIG);
+	assert_non_null(strstr(tsvc_store_detail(fx->st), "JSON values"));
+	free(v);
+	free(id);
+}
+
+// sqlite gives the space of deleted threads back (auto_vacuum
+// INCREMENTAL + maintain) and truncates the WAL.
+static void
+test_space_reclaimed(void **state)
+{
+	fixture         *fx  = *state;
+	tsvc_checkpoint *cp  = NULL;
+	tsvc_thread_ref  ref = THREADGATE__THREADS__V1__THREAD_REF__INIT;
+	char            *id;
+	char            *v;
+	char             wal[1100];
+	struct stat      sb;
+	off_t            full;
+
+	id = create(fx->st, ALICE, NULL);
+	v  = malloc(600 * 1024);
+	for (int i = 0; i < 6; i++) {
+		memset(v, 'a' + i, 600 * 1024);
+		memcpy(v, "{\"s\":\"", 6);
+		memcpy(v + 600 * 1024 - 3, "\"}", 3);
+		assert_int_equal(
+		    update_state(fx->st, ALICE, id, v, "a", NULL, &cp), CM_OK);
+		msg_free(cp);
+		cp = NULL;
+	}
+	free(v);
+	assert_int_equal(tsvc_store_maintain(fx->st), CM_OK);
+	assert_int_equal(stat(fx->path, &sb), 0);
+	full = sb.st_size;
+	assert_true(full > 6 * 600 * 1024); // values and their checkpoints
+	ref.owner     = ALICE;
+	ref.thread_id = id;
+	assert_int_equal(tsvc_store_delete_thread(fx->st, &ref), CM_OK);
+	assert_int_equal(tsvc_store_maintain(fx->st), CM_OK);
+	assert_int_equal(stat(fx->path, &sb), 0);
+	assert_true(sb.st_size < full / 8);
+	snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+	assert_int_equal(stat(wal, &sb), 0);
+	assert_true(sb.st_size == 0);
+	free(id);
+}
+
 // ids sorted the way the store should return them.
 static void
 check_order(tsvc_store *st, int sort_by, int asc, char **want, size_t n)
@@ -1551,6 +1724,9 @@ main(void)
 		    test_metadata_index_plans, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quotas, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_node_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_sort_orders, setup, teardown),
 		cmocka_unit_test_setup_teardown(
@@ -1566,6 +1742,12 @@ main(void)
 		    test_ttl_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_two_connections, setup, teardown),
+	};
+	// The sqlite backend's own behaviour: run in the sqlite variant of
+	// this test only (the PostgreSQL variant says so and runs the rest).
+	const struct CMUnitTest sqlite_tests[] = {
+		cmocka_unit_test_setup_teardown(
+		    test_space_reclaimed, setup, teardown),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_sqlite_targets),
 	};
@@ -1573,6 +1755,12 @@ main(void)
 
 	tmpdir = tg_tmpdir("tsvc-store");
 	rc     = cmocka_run_group_tests(tests, NULL, NULL);
+	if (tg_test_db_is_pg()) {
+		printf("sqlite-only tests not run here (TG_TEST_DB=pg); "
+		       "the sqlite variant of this test runs them\n");
+	} else {
+		rc += cmocka_run_group_tests(sqlite_tests, NULL, NULL);
+	}
 	rmdir(tmpdir);
 	free(tmpdir);
 	return (rc);

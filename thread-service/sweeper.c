@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
 // The TTL sweeper: one thread with its own connection that deletes
-// expired threads (tsvc_store_sweep) at start and then every interval.
+// expired threads (tsvc_store_sweep) at start and then every interval,
+// each time followed by the backend's upkeep (tsvc_store_maintain).
 // Every replica runs one; the backends make that safe (backend.h sweep()).
 #include <errno.h>
 #include <pthread.h>

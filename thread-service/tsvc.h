@@ -87,6 +87,31 @@
 #define TSVC_SWEEP_MAX_S 86400
 // Longest THREADS_DB value, in bytes (a path or a connection URL).
 #define TSVC_DB_TARGET_MAX 4096
+// Most JSON values (objects, arrays, strings, numbers...) one stored
+// state may hold. Bytes alone do not bound memory: a megabyte of "[1,1,
+// 1,...]" parses into half a million nodes of ~50 bytes each, so every
+// reader that parses the document (this service merging states, the
+// gateway rendering them) would hold ~25 times its size. 262,144 nodes
+// parse into ~15 MiB; real LangGraph states (messages of text) have far
+// fewer nodes than bytes.
+#define TSVC_JSON_NODES_MAX (256u * 1024u)
+
+// Quotas per owner (THREAD_MAX_*; 0 = unlimited). They bound what one
+// identity can make the database hold: each state update stores a full
+// copy of the values as a checkpoint, so a few bytes of requests can
+// store megabytes. Writes that would go past a quota fail with CM_EPERM
+// (403) and change nothing; deletes and prunes always work.
+//  - threads an owner may keep;
+#define TSVC_MAX_THREADS_DEFAULT 1000000
+//  - checkpoints one thread may hold (prune keep_latest or delete to go
+//    on);
+#define TSVC_MAX_CHECKPOINTS_DEFAULT 10000
+//  - bytes of JSON one owner's threads and checkpoints may hold.
+#define TSVC_MAX_BYTES_DEFAULT (1024LL * 1024 * 1024)
+// sqlite: the write-ahead log is truncated back to this size after each
+// checkpoint (PRAGMA journal_size_limit), so a burst of large writes
+// does not leave a large -wal file behind.
+#define TSVC_WAL_LIMIT_BYTES 67108864 // 64 MiB (a literal: it goes into SQL)
 
 // Worker lanes. Each rpc runs on the lane of its kind, on threads of its
 // own (never on nng's callback threads), each thread holding one database
@@ -96,7 +121,12 @@
 //  - point reads (GetThread, GetState): short, by primary key;
 #define TSVC_READ_WORKERS_DEFAULT 4
 //  - scans (SearchThreads, CountThreads, GetHistory): may read many rows;
+//    their threads run at a lower priority (nice + TSVC_SCAN_NICE), so
+//    while scans keep every core busy, the short calls of the other lanes
+//    (and the gateway and auth-service on the same host) still get the
+//    CPU at once: a point read is not slowed by a full scan.
 #define TSVC_SCAN_WORKERS_DEFAULT 4
+#define TSVC_SCAN_NICE            10
 //  - writes: sqlite admits one writer at a time, so a few threads let one
 //    wait on the lock while another finishes; PostgreSQL writers only
 //    serialize per thread row.
@@ -145,6 +175,10 @@ typedef struct tsvc_db_options {
 	int statement_timeout_ms;
 	// PostgreSQL: connect timeout of each (re)connection.
 	int connect_timeout_ms;
+	// Quotas per owner (0 = unlimited), see TSVC_MAX_*_DEFAULT.
+	int64_t max_threads;
+	int64_t max_checkpoints;
+	int64_t max_bytes;
 } tsvc_db_options;
 
 /** tsvc_db_options_default() gives the documented defaults. */
@@ -344,6 +378,14 @@ cm_err tsvc_store_get_history(
  * backend's error (the batches done stay done).
  */
 cm_err tsvc_store_sweep(tsvc_store *st, int64_t now_us, int64_t *deleted);
+
+/**
+ * tsvc_store_maintain() runs the backend's upkeep: gives the space of
+ * deleted rows back to the file system and truncates the journal
+ * (sqlite); nothing to do for PostgreSQL (autovacuum). CM_OK, or
+ * CM_EUNAVAIL when the database was busy (try again later).
+ */
+cm_err tsvc_store_maintain(tsvc_store *st);
 
 // ---------------------------------------------------------------------
 // sweeper.c
