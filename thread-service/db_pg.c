@@ -105,6 +105,22 @@
 //    checkpoint and serves the cascade from threads; (owner, thread_id,
 //    ns, created_at, checkpoint_id) is walked backwards for "latest" and
 //    for history pages.
+//
+// Quotas (backend.h owner_usage): owner_usage holds each owner's thread
+// count and bytes of JSON text, kept by statement-level triggers in the
+// transaction of every write. The bytes are those of the compact JSON
+// text the core handed in (what the sqlite backend counts too): each
+// statement that writes a document also writes its length into the
+// *_bytes columns, so neither a trigger nor a delete ever has to print a
+// jsonb document to measure it. The unfiltered count reads owner_usage
+// instead of walking a million index entries.
+//
+// Lock order. Every write of an owner changes that owner's usage row, so
+// an owner's write transactions serialize on it anyway; to make that
+// deadlock-free, a write transaction locks the owner's usage row before
+// anything else of the owner (lock_owner(), on its first locking call),
+// and the sweeper takes usage rows with SKIP LOCKED before thread rows.
+// Writers of different owners never wait for each other.
 static const char *const schema_v1[] = {
 	"CREATE TABLE threads ("
 	" thread_id    uuid NOT NULL PRIMARY KEY,"
@@ -119,6 +135,11 @@ static const char *const schema_v1[] = {
 	" ttl_minutes  double precision NOT NULL DEFAULT 0,"
 	" ttl_strategy text COLLATE \"C\" NOT NULL DEFAULT '',"
 	" expires_at   bigint,"
+	// Bytes of JSON text: metadata, values, and the whole row (metadata
+	// + values + config + interrupts), for owner_usage.
+	" meta_bytes   integer NOT NULL DEFAULT 0,"
+	" values_bytes integer NOT NULL DEFAULT 0,"
+	" bytes        bigint NOT NULL DEFAULT 0,"
 	" CONSTRAINT threads_owner_id UNIQUE (owner, thread_id))",
 	"CREATE INDEX threads_owner_created"
 	" ON threads (owner, created_at, thread_id)",
@@ -140,11 +161,62 @@ static const char *const schema_v1[] = {
 	" metadata             jsonb NOT NULL,"
 	" next                 jsonb NOT NULL DEFAULT '[]',"
 	" created_at           bigint NOT NULL,"
+	" meta_bytes           integer NOT NULL DEFAULT 0,"
+	" bytes                bigint NOT NULL DEFAULT 0," // values+meta+next
 	" PRIMARY KEY (owner, thread_id, checkpoint_ns, checkpoint_id),"
 	" FOREIGN KEY (owner, thread_id) REFERENCES threads (owner, thread_id)"
 	"  ON DELETE CASCADE)",
 	"CREATE INDEX checkpoints_order ON checkpoints"
 	" (owner, thread_id, checkpoint_ns, created_at, checkpoint_id)",
+	"CREATE TABLE owner_usage ("
+	" owner   text COLLATE \"C\" NOT NULL PRIMARY KEY,"
+	" threads bigint NOT NULL DEFAULT 0,"
+	" bytes   bigint NOT NULL DEFAULT 0)",
+	// One function per event, shared by both tables; statement-level with
+	// transition tables, so a statement that touches many rows (a sweep,
+	// a cascade, a copy) updates each owner's row once, in owner order.
+	"CREATE FUNCTION threadgate_usage_ins() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$ BEGIN"
+	" INSERT INTO owner_usage AS u (owner, threads, bytes)"
+	" SELECT owner, CASE WHEN TG_TABLE_NAME = 'threads' THEN count(*)"
+	" ELSE 0 END, sum(bytes) FROM new_rows GROUP BY owner ORDER BY owner"
+	" ON CONFLICT (owner) DO UPDATE SET threads = u.threads +"
+	" EXCLUDED.threads, bytes = u.bytes + EXCLUDED.bytes;"
+	" RETURN NULL; END $$",
+	"CREATE FUNCTION threadgate_usage_del() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$ BEGIN"
+	" UPDATE owner_usage AS u SET threads = u.threads - d.n,"
+	" bytes = u.bytes - d.b FROM (SELECT owner, CASE WHEN TG_TABLE_NAME ="
+	" 'threads' THEN count(*) ELSE 0 END AS n, sum(bytes) AS b"
+	" FROM old_rows GROUP BY owner ORDER BY owner) d"
+	" WHERE u.owner = d.owner;"
+	" RETURN NULL; END $$",
+	"CREATE FUNCTION threadgate_usage_upd() RETURNS trigger"
+	" LANGUAGE plpgsql AS $$ BEGIN"
+	" UPDATE owner_usage AS u SET bytes = u.bytes + d.b"
+	" FROM (SELECT owner, sum(b) AS b FROM (SELECT owner, bytes AS b"
+	" FROM new_rows UNION ALL SELECT owner, -bytes FROM old_rows) x"
+	" GROUP BY owner HAVING sum(b) <> 0 ORDER BY owner) d"
+	" WHERE u.owner = d.owner;"
+	" RETURN NULL; END $$",
+	"CREATE TRIGGER threads_usage_ins AFTER INSERT ON threads"
+	" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+	" EXECUTE FUNCTION threadgate_usage_ins()",
+	"CREATE TRIGGER threads_usage_del AFTER DELETE ON threads"
+	" REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+	" EXECUTE FUNCTION threadgate_usage_del()",
+	"CREATE TRIGGER threads_usage_upd AFTER UPDATE ON threads"
+	" REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+	" FOR EACH STATEMENT EXECUTE FUNCTION threadgate_usage_upd()",
+	"CREATE TRIGGER checkpoints_usage_ins AFTER INSERT ON checkpoints"
+	" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+	" EXECUTE FUNCTION threadgate_usage_ins()",
+	"CREATE TRIGGER checkpoints_usage_del AFTER DELETE ON checkpoints"
+	" REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+	" EXECUTE FUNCTION threadgate_usage_del()",
+	"CREATE TRIGGER checkpoints_usage_upd AFTER UPDATE ON checkpoints"
+	" REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+	" FOR EACH STATEMENT EXECUTE FUNCTION threadgate_usage_upd()",
 	NULL,
 };
 
@@ -167,12 +239,20 @@ static const char *const *const migrations[] = {
 	"thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id," \
 	" \"values\", metadata, next, created_at"
 
-// expires_at for a row whose updated_at becomes `upd`, with ttl columns
-// (or parameters) `min` and `strat` (see the schema comment). trunc()
-// like the sqlite backend's integer cast.
+// expires_at as the schema comment defines it (trunc() like the sqlite
+// backend's integer cast), for a row whose updated_at becomes:
+//  - $4 with the ttl of $5/$6 (insert);
+//  - $4 with the copied row's ttl (copy);
+//  - greatest($4, updated_at + 1) with the row's ttl (thread_set_values);
+//  - greatest($4, updated_at + 1) with the ttl of $5/$6 (thread_update).
 #define EXPIRES_AT(upd, min, strat)                                     \
 	"CASE WHEN " strat " = 'delete' AND " min " > 0 THEN " upd " +" \
 	" trunc(" min " * 60000000.0::float8)::bigint END"
+#define TOUCHED           "greatest($4::bigint, updated_at + 1)"
+#define EXPIRES_AT_NEW    EXPIRES_AT("$4::bigint", "$5::float8", "$6::text")
+#define EXPIRES_AT_COPY   EXPIRES_AT("$4::bigint", "ttl_minutes", "ttl_strategy")
+#define EXPIRES_AT_TOUCH  EXPIRES_AT(TOUCHED, "ttl_minutes", "ttl_strategy")
+#define EXPIRES_AT_UPDATE EXPIRES_AT(TOUCHED, "$5::float8", "$6::text")
 
 // The search/count filter: $1 owner, $2 metadata filter, $3 values
 // filter, $4 ids (uuid[]), $5 status; NULL disables a part. The
@@ -212,24 +292,29 @@ enum {
 	S_CP_INSERT,
 	S_CP_SET_META,
 	S_CP_KEEP_LATEST,
+	S_CP_COUNT,
 	S_HISTORY,
+	S_OWNER_LOCK,
+	S_OWNER_NEW,
+	S_USAGE,
 	S_SWEEP,
 	// 8 search statements: S_SEARCH + sort * 2 + ascending.
 	S_SEARCH,
 	S_NSTMT = S_SEARCH + 8,
 };
 
+// clang-format off (SQL reads better in the layout it is written in)
 static const char *const stmt_sql[S_NSTMT] = {
 	[S_PING] = "SELECT 1",
 	// Several reads that must agree (a search page and its thread
 	// checks, a state and its thread) see one snapshot; read-only
 	// repeatable read never fails with a serialization error.
 	[S_BEGIN_READ] = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-	// Writers use read committed plus row locks (thread_get lock = 1):
-	// each statement sees what other replicas committed before it, and
-	// read-modify-write sequences on one thread serialize on that
-	// thread's row. Stated explicitly so a server default of serializable
-	// cannot turn concurrent writes into 40001 failures.
+	// Writers use read committed plus row locks (lock_owner, thread_get
+	// lock = 1): each statement sees what other replicas committed
+	// before it, and read-modify-write sequences serialize on rows.
+	// Stated explicitly so a server default of serializable cannot turn
+	// concurrent writes into 40001 failures.
 	[S_BEGIN_WRITE] = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE",
 	[S_COMMIT]      = "COMMIT",
 	[S_ROLLBACK]    = "ROLLBACK",
@@ -239,15 +324,19 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    "SELECT owner = $1::text FROM threads WHERE thread_id = $2::uuid",
 	// ON CONFLICT DO NOTHING: an id taken, also by a transaction of
 	// another replica that commits while this one waits on the unique
-	// index, inserts no row (CM_EEXIST) instead of raising.
+	// index, inserts no row (CM_EEXIST) and, unlike a unique violation,
+	// leaves the transaction usable (the core then asks id_owner). JSON
+	// parameters are text cast to jsonb for the column, so their length
+	// is the stored size (config and interrupts: "{}", two bytes each).
 	[S_THREAD_INSERT] =
 	    "INSERT INTO threads (owner, thread_id, metadata, created_at,"
-	    " updated_at, ttl_minutes, ttl_strategy, expires_at)"
-	    " VALUES ($1::text, $2::uuid, $3::jsonb, $4::bigint, $4::bigint,"
-	    " $5::float8, $6::text,"
-	    " " EXPIRES_AT("$4::bigint", "$5::float8",
-	        "$6::text") ")"
-	                    " ON CONFLICT DO NOTHING",
+	    " updated_at, ttl_minutes, ttl_strategy, expires_at, meta_bytes,"
+	    " bytes)"
+	    " VALUES ($1::text, $2::uuid, $3::text::jsonb, $4::bigint,"
+	    " $4::bigint, $5::float8, $6::text, " EXPIRES_AT_NEW
+	    ", octet_length($3::text),"
+	    " octet_length($3::text) + 4)"
+	    " ON CONFLICT DO NOTHING",
 	[S_THREAD_GET] = "SELECT " THREAD_COLS " FROM threads"
 	                 " WHERE owner = $1::text AND thread_id = $2::uuid",
 	// The row lock that serializes read-modify-write sequences on one
@@ -262,47 +351,46 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    "SELECT created_at FROM threads"
 	    " WHERE owner = $1::text AND thread_id = $2::uuid FOR UPDATE",
 	[S_THREAD_UPDATE] =
-	    "UPDATE threads SET metadata = $3::jsonb,"
-	    " updated_at = greatest($4::bigint, updated_at + 1),"
+	    "UPDATE threads SET metadata = $3::text::jsonb,"
+	    " meta_bytes = octet_length($3::text),"
+	    " bytes = bytes - meta_bytes + octet_length($3::text),"
+	    " updated_at = " TOUCHED ","
 	    " ttl_minutes = $5::float8, ttl_strategy = $6::text,"
-	    " expires_at = " EXPIRES_AT("greatest($4::bigint, updated_at + 1)",
-	        "$5::float8", "$6::text") " WHERE owner = $1::text AND"
-	                                  " thread_id = $2::uuid",
+	    " expires_at = " EXPIRES_AT_UPDATE
+	    " WHERE owner = $1::text AND thread_id = $2::uuid",
 	[S_THREAD_SET_VALUES] =
-	    "UPDATE threads SET \"values\" = $3::jsonb,"
-	    " updated_at = greatest($4::bigint, updated_at + 1),"
-	    " expires_at = " EXPIRES_AT("greatest($4::bigint, updated_at + 1)",
-	        "ttl_minutes", "ttl_strategy") " WHERE owner = $1::text AND"
-	                                       " thread_id = $2::uuid",
+	    "UPDATE threads SET \"values\" = $3::text::jsonb,"
+	    " values_bytes = octet_length($3::text),"
+	    " bytes = bytes - values_bytes + octet_length($3::text),"
+	    " updated_at = " TOUCHED ","
+	    " expires_at = " EXPIRES_AT_TOUCH
+	    " WHERE owner = $1::text AND thread_id = $2::uuid",
 	// Checkpoints go with the thread (ON DELETE CASCADE).
-	[S_THREAD_DELETE] = "DELETE FROM threads"
-	                    " WHERE owner = $1::text AND thread_id = $2::uuid",
+	[S_THREAD_DELETE] = "DELETE FROM threads WHERE owner = $1::text AND "
+	                    "thread_id = $2::uuid",
 	// One statement, so the copy is whole even outside a transaction;
 	// the checkpoints' foreign key is checked at the end of the
 	// statement, when the new thread row exists.
 	[S_THREAD_COPY] =
 	    "WITH t AS (INSERT INTO threads (owner, thread_id, metadata,"
 	    " status, config, \"values\", interrupts, created_at, updated_at,"
-	    " ttl_minutes, ttl_strategy, expires_at)"
+	    " ttl_minutes, ttl_strategy, expires_at, meta_bytes, values_bytes,"
+	    " bytes)"
 	    " SELECT owner, $3::uuid, metadata, status, config, \"values\","
-	    " interrupts, $4::bigint, $4::bigint, ttl_minutes, ttl_strategy,"
-	    " " EXPIRES_AT("$4::bigint", "ttl_minutes",
-	        "ttl_strategy") " FROM threads WHERE owner = $1::text AND "
-	                        "thread_id = $2::uuid"
-	                        " RETURNING 1),"
-	                        " c AS (INSERT INTO checkpoints (owner, "
-	                        "thread_id, checkpoint_ns,"
-	                        " checkpoint_id, parent_checkpoint_id, "
-	                        "\"values\", metadata, next,"
-	                        " created_at) SELECT owner, $3::uuid, "
-	                        "checkpoint_ns,"
-	                        " checkpoint_id, parent_checkpoint_id, "
-	                        "\"values\", metadata, next,"
-	                        " created_at FROM checkpoints"
-	                        " WHERE owner = $1::text AND thread_id = "
-	                        "$2::uuid"
-	                        " AND EXISTS (SELECT 1 FROM t))"
-	                        " SELECT count(*) FROM t",
+	    " interrupts, $4::bigint, $4::bigint, ttl_minutes, "
+	    "ttl_strategy, " EXPIRES_AT_COPY
+	    ", meta_bytes, values_bytes, bytes"
+	    " FROM threads WHERE owner = $1::text AND thread_id = $2::uuid"
+	    " RETURNING 1),"
+	    " c AS (INSERT INTO checkpoints (owner, thread_id, checkpoint_ns,"
+	    " checkpoint_id, parent_checkpoint_id, \"values\", metadata, next,"
+	    " created_at, meta_bytes, bytes)"
+	    " SELECT owner, $3::uuid, checkpoint_ns, checkpoint_id,"
+	    " parent_checkpoint_id, \"values\", metadata, next, created_at,"
+	    " meta_bytes, bytes FROM checkpoints"
+	    " WHERE owner = $1::text AND thread_id = $2::uuid"
+	    " AND EXISTS (SELECT 1 FROM t))"
+	    " SELECT count(*) FROM t",
 	[S_COUNT] = "SELECT count(*) FROM threads WHERE " FILTER_WHERE,
 	[S_CP_LATEST] =
 	    "SELECT " CP_COLS " FROM checkpoints"
@@ -313,25 +401,35 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    "SELECT " CP_COLS " FROM checkpoints"
 	    " WHERE owner = $1::text AND thread_id = $2::uuid"
 	    " AND checkpoint_ns = $3::text AND checkpoint_id = $4::uuid",
+	// next is "[]": two bytes.
 	[S_CP_INSERT] =
 	    "INSERT INTO checkpoints (owner, thread_id, checkpoint_ns,"
 	    " checkpoint_id, parent_checkpoint_id, \"values\", metadata, next,"
-	    " created_at) VALUES ($1::text, $2::uuid, $3::text, $4::uuid,"
-	    " $5::uuid, $6::jsonb, $7::jsonb, '[]', $8::bigint)",
+	    " created_at, meta_bytes, bytes)"
+	    " VALUES ($1::text, $2::uuid, $3::text, $4::uuid, $5::uuid,"
+	    " $6::text::jsonb, $7::text::jsonb, '[]', $8::bigint,"
+	    " octet_length($7::text),"
+	    " octet_length($6::text) + octet_length($7::text) + 2)",
 	[S_CP_SET_META] =
-	    "UPDATE checkpoints SET metadata = $5::jsonb"
+	    "UPDATE checkpoints SET metadata = $5::text::jsonb,"
+	    " meta_bytes = octet_length($5::text),"
+	    " bytes = bytes - meta_bytes + octet_length($5::text)"
 	    " WHERE owner = $1::text AND thread_id = $2::uuid"
 	    " AND checkpoint_ns = $3::text AND checkpoint_id = $4::uuid",
 	[S_CP_KEEP_LATEST] =
 	    "DELETE FROM checkpoints"
 	    " WHERE owner = $1::text AND thread_id = $2::uuid"
-	    " AND (checkpoint_ns, checkpoint_id) IN (SELECT checkpoint_ns,"
-	    " checkpoint_id FROM (SELECT checkpoint_ns, checkpoint_id,"
-	    " row_number() OVER (PARTITION BY checkpoint_ns"
-	    " ORDER BY created_at DESC, checkpoint_id DESC) AS rn"
-	    " FROM checkpoints WHERE owner = $1::text AND thread_id = "
-	    "$2::uuid)"
-	    " s WHERE rn > 1)",
+	    " AND (checkpoint_ns, checkpoint_id) IN ("
+	    "  SELECT checkpoint_ns, checkpoint_id FROM ("
+	    "   SELECT checkpoint_ns, checkpoint_id, row_number() OVER ("
+	    "    PARTITION BY checkpoint_ns"
+	    "    ORDER BY created_at DESC, checkpoint_id DESC) AS rn"
+	    "   FROM checkpoints WHERE owner = $1::text AND thread_id = "
+	    "$2::uuid"
+	    "  ) s WHERE rn > 1)",
+	[S_CP_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM checkpoints"
+	               " WHERE owner = $1::text AND thread_id = $2::uuid"
+	               " LIMIT $3::bigint) s",
 	// $4 before (exclusive), $5 start (inclusive), $6 metadata filter,
 	// $7 limit. An unknown before/start id makes the bound NULL, so the
 	// page is empty.
@@ -339,27 +437,45 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    "SELECT " CP_COLS " FROM checkpoints"
 	    " WHERE owner = $1::text AND thread_id = $2::uuid"
 	    " AND checkpoint_ns = $3::text"
-	    " AND ($4::uuid IS NULL OR (created_at, checkpoint_id) < (SELECT"
-	    " created_at, checkpoint_id FROM checkpoints WHERE owner = "
-	    "$1::text"
-	    " AND thread_id = $2::uuid AND checkpoint_ns = $3::text"
-	    " AND checkpoint_id = $4::uuid))"
-	    " AND ($5::uuid IS NULL OR (created_at, checkpoint_id) <= (SELECT"
-	    " created_at, checkpoint_id FROM checkpoints WHERE owner = "
-	    "$1::text"
-	    " AND thread_id = $2::uuid AND checkpoint_ns = $3::text"
-	    " AND checkpoint_id = $5::uuid))"
+	    " AND ($4::uuid IS NULL OR (created_at, checkpoint_id) < ("
+	    "  SELECT created_at, checkpoint_id FROM checkpoints"
+	    "  WHERE owner = $1::text AND thread_id = $2::uuid"
+	    "  AND checkpoint_ns = $3::text AND checkpoint_id = $4::uuid))"
+	    " AND ($5::uuid IS NULL OR (created_at, checkpoint_id) <= ("
+	    "  SELECT created_at, checkpoint_id FROM checkpoints"
+	    "  WHERE owner = $1::text AND thread_id = $2::uuid"
+	    "  AND checkpoint_ns = $3::text AND checkpoint_id = $5::uuid))"
 	    " AND ($6::jsonb IS NULL OR metadata @> $6::jsonb)"
 	    " ORDER BY created_at DESC, checkpoint_id DESC LIMIT $7::bigint",
+	// The first lock of a write transaction (see "Lock order"); a new
+	// owner gets its row first.
+	[S_OWNER_LOCK] =
+	    "SELECT 1 FROM owner_usage WHERE owner = $1::text FOR UPDATE",
+	[S_OWNER_NEW] = "INSERT INTO owner_usage (owner) VALUES ($1::text)"
+	                " ON CONFLICT (owner) DO NOTHING",
+	[S_USAGE] =
+	    "SELECT threads, bytes FROM owner_usage WHERE owner = $1::text",
 	// Exception to the owner rule (backend.h): the TTL sweeper is a
-	// system task over every owner. One statement: it locks the expired
-	// rows it picks, skipping rows another replica's sweeper (or a
-	// writer) holds, so two sweepers never wait for or fail on each
-	// other and never delete a row twice; a row skipped now is taken by
-	// the next sweep. The partial expires_at index serves the scan.
-	[S_SWEEP]      = "WITH doomed AS (SELECT thread_id FROM threads"
-	                 " WHERE expires_at <= $1::bigint ORDER BY expires_at"
-	                 " LIMIT $2::bigint FOR UPDATE SKIP LOCKED)"
+	// system task over every owner. One statement. It takes the expired
+	// rows in expiry order (the partial expires_at index), then locks
+	// their owners' usage rows and the rows themselves, skipping whatever
+	// a writer or another replica's sweeper holds: two sweepers never
+	// wait for or fail on each other, never delete a row twice, and keep
+	// the lock order of writers (owner, then thread). A row skipped now
+	// is taken by the next sweep.
+	[S_SWEEP]      = "WITH cand AS ("
+	                 "  SELECT thread_id, owner FROM threads"
+	                 "  WHERE expires_at <= $1::bigint ORDER BY expires_at"
+	                 "  LIMIT $2::bigint),"
+	                 " owners AS ("
+	                 "  SELECT owner FROM owner_usage"
+	                 "  WHERE owner IN (SELECT owner FROM cand) ORDER BY owner"
+	                 "  FOR UPDATE SKIP LOCKED),"
+	                 " doomed AS ("
+	                 "  SELECT thread_id FROM threads"
+	                 "  WHERE thread_id IN (SELECT thread_id FROM cand)"
+	                 "  AND owner IN (SELECT owner FROM owners)"
+	                 "  AND expires_at <= $1::bigint FOR UPDATE SKIP LOCKED)"
 	                 " DELETE FROM threads t USING doomed d"
 	                 " WHERE t.thread_id = d.thread_id RETURNING t.thread_id",
 	[S_SEARCH + 0] = SEARCH("created_at DESC, thread_id DESC"),
@@ -371,6 +487,7 @@ static const char *const stmt_sql[S_NSTMT] = {
 	[S_SEARCH + 6] = SEARCH("status DESC, thread_id DESC"),
 	[S_SEARCH + 7] = SEARCH("status ASC, thread_id ASC"),
 };
+// clang-format on
 
 // What each statement is called in the log.
 static const char *const stmt_name[S_NSTMT] = {
@@ -395,6 +512,10 @@ static const char *const stmt_name[S_NSTMT] = {
 	[S_CP_INSERT]           = "cp_insert",
 	[S_CP_SET_META]         = "cp_set_metadata",
 	[S_CP_KEEP_LATEST]      = "cp_keep_latest",
+	[S_CP_COUNT]            = "cp_count",
+	[S_OWNER_LOCK]          = "lock_owner",
+	[S_OWNER_NEW]           = "lock_owner",
+	[S_USAGE]               = "owner_usage",
 	[S_HISTORY]             = "cp_history",
 	[S_SWEEP]               = "sweep",
 	[S_SEARCH + 0]          = "thread_search",
@@ -450,6 +571,7 @@ struct tsvc_conn {
 	PGconn *pg;       // NULL while disconnected
 	int     in_tx;    // a transaction is open on pg
 	int     no_wait;  // this call waits without the default cap
+	char   *tx_owner; // owner whose usage row this transaction holds
 	int64_t until_ms; // wall ms the current statement may run to; 0 none
 	int     until_is_deadline; // until_ms is the request's deadline
 	unsigned char prepared[S_NSTMT];
@@ -525,6 +647,15 @@ one_line(char *out, size_t n, const char *msg)
 	}
 }
 
+// set_tx_owner records whose usage row the open transaction holds (NULL:
+// none).
+static void
+set_tx_owner(tsvc_conn *c, const char *owner)
+{
+	free(c->tx_owner);
+	c->tx_owner = (owner != NULL) ? cm_xstrdup(owner) : NULL;
+}
+
 // drop closes a connection that is broken or in an unknown state; the
 // server rolls back whatever it had open. in_tx stays as it was: a
 // transaction that died with its connection still ends with the core's
@@ -538,6 +669,7 @@ drop(tsvc_conn *c)
 		c->pg = NULL;
 	}
 	memset(c->prepared, 0, sizeof(c->prepared));
+	set_tx_owner(c, NULL);
 }
 
 // retry_allowed: whether a connect attempt may run now (the back-off of
@@ -1523,6 +1655,7 @@ pg_conn_close(tsvc_conn *c)
 {
 	if (c != NULL) {
 		drop(c);
+		free(c->tx_owner);
 		free(c);
 	}
 }
@@ -1634,6 +1767,43 @@ pg_begin(tsvc_store *st, tsvc_tx kind)
 	    NULL, NULL);
 	if (rv == CM_OK) {
 		st->conn->in_tx = 1;
+		set_tx_owner(st->conn, NULL);
+	}
+	return (rv);
+}
+
+// lock_owner takes the owner's usage row for the open write transaction
+// before anything else of the owner is locked (see "Lock order"), once
+// per transaction; a new owner's row is made first. Outside a
+// transaction a statement is its own transaction and locks nothing
+// before it, so there is no order to keep.
+static cm_err
+lock_owner(tsvc_store *st, const char *owner)
+{
+	tsvc_conn *c = st->conn;
+	PGresult  *r = NULL;
+	pgparam    p = { 0 };
+	int        found;
+	cm_err     rv;
+
+	if (!c->in_tx ||
+	    (c->tx_owner != NULL && strcmp(c->tx_owner, owner) == 0)) {
+		return (CM_OK);
+	}
+	p_text(&p, owner);
+	rv    = run(st, S_OWNER_LOCK, &p, &r);
+	found = (rv == CM_OK && PQntuples(r) > 0);
+	PQclear(r);
+	r = NULL;
+	if (rv == CM_OK && !found) {
+		rv = run_count(st, S_OWNER_NEW, &p, NULL);
+		if (rv == CM_OK) {
+			rv = run(st, S_OWNER_LOCK, &p, &r);
+			PQclear(r);
+		}
+	}
+	if (rv == CM_OK) {
+		set_tx_owner(c, owner);
 	}
 	return (rv);
 }
@@ -1673,6 +1843,7 @@ end_tx(tsvc_store *st, int id, PGresult **out)
 		drop(c);
 	}
 	c->in_tx = 0;
+	set_tx_owner(c, NULL);
 	return (rv);
 }
 
@@ -1752,6 +1923,10 @@ pg_thread_insert(tsvc_store *st, const tsvc_thread *t)
 	int64_t n = 0;
 	cm_err  rv;
 
+	rv = lock_owner(st, t->owner);
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, t->owner);
 	p_text(&p, t->thread_id);
 	p_text(&p, t->metadata_json);
@@ -1774,6 +1949,12 @@ pg_thread_get(tsvc_store *st, const char *owner, const char *id, int lock,
 	pgparam   p = { 0 };
 	cm_err    rv;
 
+	if (lock) {
+		rv = lock_owner(st, owner);
+		if (rv != CM_OK) {
+			return (rv);
+		}
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	rv = run(st, lock ? S_THREAD_GET_LOCK : S_THREAD_GET, &p, &r);
@@ -1792,6 +1973,12 @@ pg_thread_created(tsvc_store *st, const char *owner, const char *id, int lock,
 	pgparam   p = { 0 };
 	cm_err    rv;
 
+	if (lock) {
+		rv = lock_owner(st, owner);
+		if (rv != CM_OK) {
+			return (rv);
+		}
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	rv = run(st, lock ? S_THREAD_CREATED_LOCK : S_THREAD_CREATED, &p, &r);
@@ -1807,8 +1994,12 @@ pg_thread_update(tsvc_store *st, const char *owner, const char *id,
     const char *metadata_json, double ttl_minutes, const char *ttl_strategy,
     int64_t now_us, int64_t *changed)
 {
-	pgparam p = { 0 };
+	pgparam p  = { 0 };
+	cm_err  rv = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	p_text(&p, metadata_json);
@@ -1822,8 +2013,12 @@ static cm_err
 pg_thread_set_values(tsvc_store *st, const char *owner, const char *id,
     const char *values_json, int64_t now_us)
 {
-	pgparam p = { 0 };
+	pgparam p  = { 0 };
+	cm_err  rv = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	p_text(&p, values_json);
@@ -1835,8 +2030,12 @@ static cm_err
 pg_thread_delete(
     tsvc_store *st, const char *owner, const char *id, int64_t *deleted)
 {
-	pgparam p = { 0 };
+	pgparam p  = { 0 };
+	cm_err  rv = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	return (run_count(st, S_THREAD_DELETE, &p, deleted));
@@ -1850,6 +2049,10 @@ pg_thread_copy(tsvc_store *st, const char *owner, const char *src,
 	pgparam   p = { 0 };
 	cm_err    rv;
 
+	rv = lock_owner(st, owner);
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, src);
 	p_text(&p, dst);
@@ -1930,6 +2133,9 @@ pg_thread_search(tsvc_store *st, const char *owner, const tsvc_filter *f,
 	return (rv);
 }
 
+static cm_err pg_owner_usage(
+    tsvc_store *st, const char *owner, int64_t *threads, int64_t *bytes);
+
 static cm_err
 pg_thread_count(
     tsvc_store *st, const char *owner, const tsvc_filter *f, int64_t *count)
@@ -1939,6 +2145,15 @@ pg_thread_count(
 	char     *ids = NULL;
 	cm_err    rv;
 
+	if (f->metadata == NULL && f->values == NULL && f->n_ids == 0 &&
+	    f->status == NULL) {
+		// owner_usage.threads is exact (triggers in every write, and
+		// this snapshot sees both tables alike): no need to walk a
+		// million index entries.
+		int64_t bytes;
+
+		return (pg_owner_usage(st, owner, count, &bytes));
+	}
 	filter_params(&p, owner, f, &ids);
 	rv = run(st, S_COUNT, &p, &r);
 	if (rv == CM_OK) {
@@ -1984,7 +2199,11 @@ pg_cp_insert(tsvc_store *st, const char *owner, const tsvc_checkpoint *c)
 {
 	const char *parent = c->parent_checkpoint_id;
 	pgparam     p      = { 0 };
+	cm_err      rv     = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, c->thread_id);
 	p_text(&p, c->checkpoint_ns != NULL ? c->checkpoint_ns : "");
@@ -2000,8 +2219,12 @@ static cm_err
 pg_cp_set_metadata(tsvc_store *st, const char *owner, const char *id,
     const char *ns, const char *cid, const char *metadata_json)
 {
-	pgparam p = { 0 };
+	pgparam p  = { 0 };
+	cm_err  rv = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	p_text(&p, ns != NULL ? ns : "");
@@ -2013,8 +2236,12 @@ pg_cp_set_metadata(tsvc_store *st, const char *owner, const char *id,
 static cm_err
 pg_cp_keep_latest(tsvc_store *st, const char *owner, const char *id)
 {
-	pgparam p = { 0 };
+	pgparam p  = { 0 };
+	cm_err  rv = lock_owner(st, owner);
 
+	if (rv != CM_OK) {
+		return (rv);
+	}
 	p_text(&p, owner);
 	p_text(&p, id);
 	return (run_count(st, S_CP_KEEP_LATEST, &p, NULL));
@@ -2057,6 +2284,47 @@ pg_cp_history(tsvc_store *st, const tsvc_history_query *q,
 }
 
 // ---------------------------------------------------------------------
+// Quotas
+// ---------------------------------------------------------------------
+
+static cm_err
+pg_owner_usage(
+    tsvc_store *st, const char *owner, int64_t *threads, int64_t *bytes)
+{
+	PGresult *r = NULL;
+	pgparam   p = { 0 };
+	cm_err    rv;
+
+	p_text(&p, owner);
+	rv = run(st, S_USAGE, &p, &r);
+	if (rv == CM_OK) {
+		*threads = PQntuples(r) > 0 ? col_i64(r, 0) : 0;
+		*bytes   = PQntuples(r) > 0 ? col_i64(r, 1) : 0;
+	}
+	PQclear(r);
+	return (rv);
+}
+
+static cm_err
+pg_cp_count(
+    tsvc_store *st, const char *owner, const char *id, int64_t max, int64_t *n)
+{
+	PGresult *r = NULL;
+	pgparam   p = { 0 };
+	cm_err    rv;
+
+	p_text(&p, owner);
+	p_text(&p, id);
+	p_i64(&p, max);
+	rv = run(st, S_CP_COUNT, &p, &r);
+	if (rv == CM_OK) {
+		*n = col_i64(r, 0);
+	}
+	PQclear(r);
+	return (rv);
+}
+
+// ---------------------------------------------------------------------
 // System
 // ---------------------------------------------------------------------
 
@@ -2075,6 +2343,15 @@ pg_sweep(tsvc_store *st, int64_t now_us, int64_t max, int64_t *deleted)
 	}
 	PQclear(r);
 	return (rv);
+}
+
+// Dead rows of deletes and updates are autovacuum's job; the server
+// needs nothing from the sweeper.
+static cm_err
+pg_maintain(tsvc_store *st)
+{
+	(void) st;
+	return (CM_OK);
 }
 
 const tsvc_backend tsvc_backend_pg = {
@@ -2102,5 +2379,8 @@ const tsvc_backend tsvc_backend_pg = {
 	.cp_set_metadata   = pg_cp_set_metadata,
 	.cp_keep_latest    = pg_cp_keep_latest,
 	.cp_history        = pg_cp_history,
+	.owner_usage       = pg_owner_usage,
+	.cp_count          = pg_cp_count,
 	.sweep             = pg_sweep,
+	.maintain          = pg_maintain,
 };

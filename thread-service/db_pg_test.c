@@ -6,7 +6,9 @@
 // round trips through jsonb, the deadline (cancel) path, reconnecting
 // after a lost connection, migrations run by several replicas at once and
 // refused when newer, the insert race across connections, concurrent
-// sweepers and that the indexes serve the statements they were made for.
+// sweepers, that the indexes serve the statements they were made for, the
+// usage accounting behind the quotas, and the lock order that keeps
+// writers of one owner free of deadlocks.
 //
 // The database comes from TG_TEST_THREADS_DB (a libpq keyword string of a
 // fresh database, as scripts/pg-test-cluster.sh run sets it); the test
@@ -617,11 +619,12 @@ test_concurrent_sweep(void **state)
 		    insert(st, "sweep-owner", "{}", now, 120, id), CM_OK);
 	}
 	assert_int_equal(insert(st, "sweep-owner", "{}", old, 0, id), CM_OK);
-	// One expired row is held by a writer.
-	assert_int_equal(insert(st, "sweep-owner", "{}", old, 1, held), CM_OK);
+	// One expired row is held by a writer (of another owner: a writer
+	// holds its owner, and the sweepers skip that owner's rows until a
+	// later sweep).
+	assert_int_equal(insert(st, "sweep-held", "{}", old, 1, held), CM_OK);
 	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
-	assert_int_equal(
-	    be->thread_get(st, "sweep-owner", held, 1, &t), CM_OK);
+	assert_int_equal(be->thread_get(st, "sweep-held", held, 1, &t), CM_OK);
 	msg_free(t);
 	for (int i = 0; i < 2; i++) {
 		s[i].st    = store_new(db);
@@ -641,8 +644,15 @@ test_concurrent_sweep(void **state)
 	assert_int_equal(be->sweep(s[0].st, now, 100, &n), CM_OK);
 	assert_int_equal(n, 1); // the row that was held
 	assert_int_equal(admin_i64("SELECT count(*) FROM threads"
+	                           " WHERE owner LIKE 'sweep-%'"),
+	    6);
+	// The usage rows followed the deletes.
+	assert_int_equal(admin_i64("SELECT threads FROM owner_usage"
 	                           " WHERE owner = 'sweep-owner'"),
 	    6);
+	assert_int_equal(admin_i64("SELECT threads + bytes FROM owner_usage"
+	                           " WHERE owner = 'sweep-held'"),
+	    0);
 	store_free(s[0].st);
 	store_free(s[1].st);
 	store_free(st);
@@ -690,6 +700,167 @@ test_indexes_serve(void **state)
 	store_free(st);
 }
 
+// usage_is checks owner's usage against the expected numbers.
+static void
+usage_is(tsvc_store *st, const char *owner, int64_t threads, int64_t bytes)
+{
+	int64_t t = -1;
+	int64_t b = -1;
+
+	assert_int_equal(be->owner_usage(st, owner, &t, &b), CM_OK);
+	if (t != threads || b != bytes) {
+		fail_msg(
+		    "usage of %s: %lld threads, %lld bytes; want %lld, %lld",
+		    owner, (long long) t, (long long) b, (long long) threads,
+		    (long long) bytes);
+	}
+}
+
+// owner_usage follows every write, counting the bytes of the JSON text
+// handed in (as the sqlite backend does): insert, values, metadata,
+// checkpoints, checkpoint metadata, copy, keep_latest, delete.
+static void
+test_usage(void **state)
+{
+	tsvc_store     *st    = store_new(db);
+	const char     *owner = "usage-owner";
+	const char     *m1    = "{\"owner\":\"usage-owner\",\"k\":1}";
+	const char     *m2    = "{\"owner\":\"usage-owner\",\"k\":22}";
+	const char     *v     = "{\"messages\":[\"hi\",\"there\"]}";
+	const char     *cm    = "{\"step\":0}";
+	const char     *cm2   = "{\"step\":0,\"note\":\"x\"}";
+	tsvc_checkpoint c     = THREADGATE__THREADS__V1__CHECKPOINT__INIT;
+	char            id[CM_UUID_LEN + 1];
+	char            cid[CM_UUID_LEN + 1];
+	char            cid2[CM_UUID_LEN + 1];
+	char            copy[CM_UUID_LEN + 1];
+	int64_t         tb;
+	int64_t         cb;
+	int64_t         n = 0;
+
+	(void) state;
+	usage_is(st, owner, 0, 0);
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	assert_int_equal(insert(st, owner, m1, cm_now_us(), 0, id), CM_OK);
+	tb = (int64_t) strlen(m1) + 4;
+	usage_is(st, owner, 1, tb); // the transaction sees its own writes
+	assert_int_equal(be->commit(st), CM_OK);
+	assert_int_equal(
+	    be->thread_set_values(st, owner, id, v, cm_now_us()), CM_OK);
+	tb += (int64_t) strlen(v);
+	usage_is(st, owner, 1, tb);
+	assert_int_equal(
+	    be->thread_update(st, owner, id, m2, 0, "", cm_now_us(), NULL),
+	    CM_OK);
+	tb += (int64_t) strlen(m2) - (int64_t) strlen(m1);
+	usage_is(st, owner, 1, tb);
+
+	c.thread_id            = id;
+	c.checkpoint_ns        = "";
+	c.parent_checkpoint_id = "";
+	c.values_json          = (char *) v;
+	c.metadata_json        = (char *) cm;
+	c.created_at_us        = cm_now_us();
+	cm_uuid7(cid);
+	c.checkpoint_id = cid;
+	assert_int_equal(be->cp_insert(st, owner, &c), CM_OK);
+	cm_uuid7(cid2);
+	c.checkpoint_id = cid2;
+	c.created_at_us++;
+	assert_int_equal(be->cp_insert(st, owner, &c), CM_OK);
+	cb = 2 * ((int64_t) strlen(v) + (int64_t) strlen(cm) + 2);
+	usage_is(st, owner, 1, tb + cb);
+	assert_int_equal(
+	    be->cp_set_metadata(st, owner, id, "", cid2, cm2), CM_OK);
+	cb += (int64_t) strlen(cm2) - (int64_t) strlen(cm);
+	usage_is(st, owner, 1, tb + cb);
+	assert_int_equal(be->cp_count(st, owner, id, 100, &n), CM_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(be->cp_count(st, owner, id, 1, &n), CM_OK);
+	assert_int_equal(n, 1);
+
+	cm_uuid7(copy);
+	assert_int_equal(
+	    be->thread_copy(st, owner, id, copy, cm_now_us(), &n), CM_OK);
+	assert_int_equal(n, 1);
+	usage_is(st, owner, 2, 2 * (tb + cb));
+	// keep_latest drops the older checkpoint (cid, with metadata cm).
+	assert_int_equal(be->cp_keep_latest(st, owner, copy), CM_OK);
+	usage_is(st, owner, 2,
+	    2 * (tb + cb) - ((int64_t) strlen(v) + (int64_t) strlen(cm) + 2));
+	assert_int_equal(be->thread_delete(st, owner, copy, &n), CM_OK);
+	assert_int_equal(n, 1);
+	usage_is(st, owner, 1, tb + cb);
+	// The unfiltered count reads the usage row.
+	{
+		tsvc_filter f = { 0 };
+
+		assert_int_equal(be->thread_count(st, owner, &f, &n), CM_OK);
+		assert_int_equal(n, 1);
+	}
+	assert_int_equal(be->thread_delete(st, owner, id, &n), CM_OK);
+	usage_is(st, owner, 0, 0);
+	store_free(st);
+}
+
+typedef struct orderer {
+	tsvc_store  *st;
+	const char  *owner;
+	const char  *id;
+	cm_err       rv;
+	tsvc_thread *t;
+} orderer;
+
+static void *
+lock_thread(void *arg)
+{
+	orderer *o = arg;
+
+	o->rv = be->begin(o->st, TSVC_TX_WRITE);
+	if (o->rv == CM_OK) {
+		o->rv = be->thread_get(o->st, o->owner, o->id, 1, &o->t);
+	}
+	be->rollback(o->st);
+	return (NULL);
+}
+
+// A write transaction takes its owner first: one that deletes two
+// threads while another transaction of the same owner wants the second
+// one never deadlocks (without the rule the second would hold the thread
+// and wait for the owner's usage row while the first holds the row and
+// waits for the thread).
+static void
+test_owner_lock_order(void **state)
+{
+	tsvc_store *a = store_new(db);
+	orderer     b = { store_new(db), "order-owner", NULL, CM_OK, NULL };
+	pthread_t   th;
+	char        t1[CM_UUID_LEN + 1];
+	char        t2[CM_UUID_LEN + 1];
+	int64_t     n = 0;
+
+	(void) state;
+	assert_int_equal(insert(a, b.owner, "{}", cm_now_us(), 0, t1), CM_OK);
+	assert_int_equal(insert(a, b.owner, "{}", cm_now_us(), 0, t2), CM_OK);
+	assert_int_equal(be->begin(a, TSVC_TX_WRITE), CM_OK);
+	assert_int_equal(be->thread_delete(a, b.owner, t1, &n), CM_OK);
+	b.id = t2;
+	assert_int_equal(pthread_create(&th, NULL, lock_thread, &b), 0);
+	// b waits for the owner, holding nothing of it.
+	wait_until("SELECT count(*) FROM pg_stat_activity"
+	           " WHERE wait_event_type = 'Lock'"
+	           " AND application_name = 'threadgate-threads'",
+	    1);
+	assert_int_equal(be->thread_delete(a, b.owner, t2, &n), CM_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(be->commit(a), CM_OK);
+	pthread_join(th, NULL);
+	assert_int_equal(b.rv, CM_OK);
+	assert_null(b.t); // deleted meanwhile
+	store_free(b.st);
+	store_free(a);
+}
+
 int
 main(void)
 {
@@ -703,6 +874,8 @@ main(void)
 		cmocka_unit_test_setup(test_insert_race, skip_without_pg),
 		cmocka_unit_test_setup(test_concurrent_sweep, skip_without_pg),
 		cmocka_unit_test_setup(test_indexes_serve, skip_without_pg),
+		cmocka_unit_test_setup(test_usage, skip_without_pg),
+		cmocka_unit_test_setup(test_owner_lock_order, skip_without_pg),
 	};
 	char   detail[CM_RPC_DETAIL_MAX];
 	int    rc;
