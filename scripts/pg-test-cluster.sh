@@ -19,7 +19,8 @@
 #   scripts/pg-test-cluster.sh env [STATE]      print the cluster's variables
 #
 # STATE is a directory for this script's bookkeeping (e.g. build/pg-test);
-# without it, $TG_PG_STATE. The ctest fixture (cmake/TgPg.cmake) starts one
+# without it, $TG_PG_STATE, else build-pg/ in this checkout (one manual
+# cluster per checkout, apart from ctest's). The ctest fixture (cmake/TgPg.cmake) starts one
 # cluster per ctest run and gives every PostgreSQL test TG_PG_STATE and
 # TG_TEST_DB=pg; a test then makes its own databases with `createdb`, so
 # tests are independent and run in parallel.
@@ -240,13 +241,12 @@ cmd_env() {
 cmd=$1
 shift
 # STATE: the next argument unless it is "--" or (for dropdb) the last one.
-state=${TG_PG_STATE:-}
+state=${TG_PG_STATE:-$(cd "$(dirname "$0")/.." && pwd)/build-pg}
 if [ "$#" -ge 1 ] && [ "$1" != "--" ] &&
 	! { [ "$cmd" = dropdb ] && [ "$#" -eq 1 ]; }; then
 	state=$1
 	shift
 fi
-[ -n "$state" ] || die "no STATE directory given and TG_PG_STATE is not set"
 case "$cmd" in
 start) cmd_start "$state" ;;
 stop) cmd_stop "$state" ;;
