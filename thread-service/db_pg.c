@@ -1548,6 +1548,14 @@ migrate(tsvc_store *st)
 	if (rv != CM_OK) {
 		return (rv);
 	}
+	// A step may build an index over a large table: no statement
+	// timeout inside this transaction (the client waits too, see
+	// no_wait). Then wait for any other replica's migration.
+	rv = run_sql(st, "SELECT set_config('statement_timeout', '0', true)",
+	    NULL, NULL);
+	if (rv != CM_OK) {
+		goto out;
+	}
 	p_i64(&p, PG_MIGRATE_LOCK_KEY);
 	rv = run_sql(st, "SELECT pg_advisory_xact_lock($1::bigint)", &p, NULL);
 	if (rv != CM_OK) {
