@@ -862,9 +862,12 @@ test_quota_env(void **state)
 	req.thread_id = "";
 	end           = cm_mono_ms() + READY_MS;
 	while (rv == CM_EUNAVAIL && cm_mono_ms() < end && tg_proc_alive(p)) {
-		rv = cm_rpc_call_sync(c, "CreateThread", "q", 1000, &req.base,
-		    &threadgate__threads__v1__thread__descriptor, &reply,
-		    detail, sizeof(detail));
+		// CALL_MS: the first write of a fresh worker prepares its
+		// statements (PostgreSQL under ASan on a loaded machine took
+		// over a second).
+		rv = cm_rpc_call_sync(c, "CreateThread", "q", CALL_MS,
+		    &req.base, &threadgate__threads__v1__thread__descriptor,
+		    &reply, detail, sizeof(detail));
 	}
 	assert_int_equal(rv, CM_OK);
 	protobuf_c_message_free_unpacked(reply, NULL);

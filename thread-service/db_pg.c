@@ -119,7 +119,7 @@
 // an owner's write transactions serialize on it anyway; to make that
 // deadlock-free, a write transaction locks the owner's usage row before
 // anything else of the owner (lock_owner(), on its first locking call),
-// and the sweeper takes usage rows with SKIP LOCKED before thread rows.
+// and the sweeper locks usage rows in owner order before any thread row.
 // Writers of different owners never wait for each other.
 static const char *const schema_v1[] = {
 	"CREATE TABLE threads ("
@@ -303,7 +303,8 @@ enum {
 	S_NSTMT = S_SEARCH + 8,
 };
 
-// clang-format off (SQL reads better in the layout it is written in)
+// The SQL keeps the layout it is written in.
+// clang-format off
 static const char *const stmt_sql[S_NSTMT] = {
 	[S_PING] = "SELECT 1",
 	// Several reads that must agree (a search page and its thread
@@ -316,8 +317,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	// Stated explicitly so a server default of serializable cannot turn
 	// concurrent writes into 40001 failures.
 	[S_BEGIN_WRITE] = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE",
-	[S_COMMIT]      = "COMMIT",
-	[S_ROLLBACK]    = "ROLLBACK",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
 	// Exception to the owner rule (backend.h): decides 409 for an id
 	// taken by anyone; it returns only whether the caller owns the row.
 	[S_ID_OWNER] =
@@ -333,12 +334,13 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    " updated_at, ttl_minutes, ttl_strategy, expires_at, meta_bytes,"
 	    " bytes)"
 	    " VALUES ($1::text, $2::uuid, $3::text::jsonb, $4::bigint,"
-	    " $4::bigint, $5::float8, $6::text, " EXPIRES_AT_NEW
-	    ", octet_length($3::text),"
+	    " $4::bigint, $5::float8, $6::text, "
+	    EXPIRES_AT_NEW ", octet_length($3::text),"
 	    " octet_length($3::text) + 4)"
 	    " ON CONFLICT DO NOTHING",
-	[S_THREAD_GET] = "SELECT " THREAD_COLS " FROM threads"
-	                 " WHERE owner = $1::text AND thread_id = $2::uuid",
+	[S_THREAD_GET] =
+	    "SELECT " THREAD_COLS " FROM threads"
+	    " WHERE owner = $1::text AND thread_id = $2::uuid",
 	// The row lock that serializes read-modify-write sequences on one
 	// thread across replicas; held until commit or rollback.
 	[S_THREAD_GET_LOCK] =
@@ -366,8 +368,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    " expires_at = " EXPIRES_AT_TOUCH
 	    " WHERE owner = $1::text AND thread_id = $2::uuid",
 	// Checkpoints go with the thread (ON DELETE CASCADE).
-	[S_THREAD_DELETE] = "DELETE FROM threads WHERE owner = $1::text AND "
-	                    "thread_id = $2::uuid",
+	[S_THREAD_DELETE] =
+	    "DELETE FROM threads WHERE owner = $1::text AND thread_id = $2::uuid",
 	// One statement, so the copy is whole even outside a transaction;
 	// the checkpoints' foreign key is checked at the end of the
 	// statement, when the new thread row exists.
@@ -377,9 +379,8 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    " ttl_minutes, ttl_strategy, expires_at, meta_bytes, values_bytes,"
 	    " bytes)"
 	    " SELECT owner, $3::uuid, metadata, status, config, \"values\","
-	    " interrupts, $4::bigint, $4::bigint, ttl_minutes, "
-	    "ttl_strategy, " EXPIRES_AT_COPY
-	    ", meta_bytes, values_bytes, bytes"
+	    " interrupts, $4::bigint, $4::bigint, ttl_minutes, ttl_strategy, "
+	    EXPIRES_AT_COPY ", meta_bytes, values_bytes, bytes"
 	    " FROM threads WHERE owner = $1::text AND thread_id = $2::uuid"
 	    " RETURNING 1),"
 	    " c AS (INSERT INTO checkpoints (owner, thread_id, checkpoint_ns,"
@@ -424,12 +425,12 @@ static const char *const stmt_sql[S_NSTMT] = {
 	    "   SELECT checkpoint_ns, checkpoint_id, row_number() OVER ("
 	    "    PARTITION BY checkpoint_ns"
 	    "    ORDER BY created_at DESC, checkpoint_id DESC) AS rn"
-	    "   FROM checkpoints WHERE owner = $1::text AND thread_id = "
-	    "$2::uuid"
+	    "   FROM checkpoints WHERE owner = $1::text AND thread_id = $2::uuid"
 	    "  ) s WHERE rn > 1)",
-	[S_CP_COUNT] = "SELECT count(*) FROM (SELECT 1 FROM checkpoints"
-	               " WHERE owner = $1::text AND thread_id = $2::uuid"
-	               " LIMIT $3::bigint) s",
+	[S_CP_COUNT] =
+	    "SELECT count(*) FROM (SELECT 1 FROM checkpoints"
+	    " WHERE owner = $1::text AND thread_id = $2::uuid"
+	    " LIMIT $3::bigint) s",
 	// $4 before (exclusive), $5 start (inclusive), $6 metadata filter,
 	// $7 limit. An unknown before/start id makes the bound NULL, so the
 	// page is empty.
@@ -451,33 +452,38 @@ static const char *const stmt_sql[S_NSTMT] = {
 	// owner gets its row first.
 	[S_OWNER_LOCK] =
 	    "SELECT 1 FROM owner_usage WHERE owner = $1::text FOR UPDATE",
-	[S_OWNER_NEW] = "INSERT INTO owner_usage (owner) VALUES ($1::text)"
-	                " ON CONFLICT (owner) DO NOTHING",
+	[S_OWNER_NEW] =
+	    "INSERT INTO owner_usage (owner) VALUES ($1::text)"
+	    " ON CONFLICT (owner) DO NOTHING",
 	[S_USAGE] =
 	    "SELECT threads, bytes FROM owner_usage WHERE owner = $1::text",
 	// Exception to the owner rule (backend.h): the TTL sweeper is a
-	// system task over every owner. One statement. It takes the expired
-	// rows in expiry order (the partial expires_at index), then locks
-	// their owners' usage rows and the rows themselves, skipping whatever
-	// a writer or another replica's sweeper holds: two sweepers never
-	// wait for or fail on each other, never delete a row twice, and keep
-	// the lock order of writers (owner, then thread). A row skipped now
-	// is taken by the next sweep.
-	[S_SWEEP]      = "WITH cand AS ("
-	                 "  SELECT thread_id, owner FROM threads"
-	                 "  WHERE expires_at <= $1::bigint ORDER BY expires_at"
-	                 "  LIMIT $2::bigint),"
-	                 " owners AS ("
-	                 "  SELECT owner FROM owner_usage"
-	                 "  WHERE owner IN (SELECT owner FROM cand) ORDER BY owner"
-	                 "  FOR UPDATE SKIP LOCKED),"
-	                 " doomed AS ("
-	                 "  SELECT thread_id FROM threads"
-	                 "  WHERE thread_id IN (SELECT thread_id FROM cand)"
-	                 "  AND owner IN (SELECT owner FROM owners)"
-	                 "  AND expires_at <= $1::bigint FOR UPDATE SKIP LOCKED)"
-	                 " DELETE FROM threads t USING doomed d"
-	                 " WHERE t.thread_id = d.thread_id RETURNING t.thread_id",
+	// system task over every owner. One statement. It takes the oldest
+	// expired rows (the partial expires_at index), locks their owners'
+	// usage rows in owner order (waiting for writers of those owners,
+	// whose transactions are short; a global order, so two sweepers
+	// cannot deadlock, and writers hold only their own owner), then the
+	// rows themselves, skipping any still held, and deletes them. A row
+	// another replica's sweeper deleted meanwhile is simply gone when
+	// this one gets to it (no error, never deleted twice); a row skipped
+	// now is taken by the next sweep. Waiting instead of skipping owners
+	// means no owner's expired rows are passed over for long.
+	[S_SWEEP] =
+	    "WITH cand AS ("
+	    "  SELECT thread_id, owner FROM threads"
+	    "  WHERE expires_at <= $1::bigint ORDER BY expires_at"
+	    "  LIMIT $2::bigint),"
+	    " owners AS ("
+	    "  SELECT owner FROM owner_usage"
+	    "  WHERE owner IN (SELECT owner FROM cand) ORDER BY owner"
+	    "  FOR UPDATE),"
+	    " doomed AS ("
+	    "  SELECT thread_id FROM threads"
+	    "  WHERE thread_id IN (SELECT thread_id FROM cand)"
+	    "  AND owner IN (SELECT owner FROM owners)"
+	    "  AND expires_at <= $1::bigint FOR UPDATE SKIP LOCKED)"
+	    " DELETE FROM threads t USING doomed d"
+	    " WHERE t.thread_id = d.thread_id RETURNING t.thread_id",
 	[S_SEARCH + 0] = SEARCH("created_at DESC, thread_id DESC"),
 	[S_SEARCH + 1] = SEARCH("created_at ASC, thread_id ASC"),
 	[S_SEARCH + 2] = SEARCH("updated_at DESC, thread_id DESC"),
@@ -530,8 +536,8 @@ static const char *const stmt_name[S_NSTMT] = {
 
 // Most parameters of one statement.
 #define PG_MAX_PARAMS 8
-// Longest prepared statement name ("tg" + number).
-#define PG_STMT_NAME_MAX 16
+// Longest prepared statement name ("tg<id>_<gen>").
+#define PG_STMT_NAME_MAX 32
 // How long a cancelled statement may take to deliver its last results
 // before the connection is given up as broken and closed. The server
 // answers a cancel within milliseconds; only a dead network takes longer.
@@ -575,6 +581,8 @@ struct tsvc_conn {
 	int64_t until_ms; // wall ms the current statement may run to; 0 none
 	int     until_is_deadline; // until_ms is the request's deadline
 	unsigned char prepared[S_NSTMT];
+	// Name generation of each statement (see stmt_label).
+	unsigned gen[S_NSTMT];
 };
 
 /**
@@ -869,15 +877,25 @@ conn_usable(tsvc_store *st)
 {
 	tsvc_conn *c = st->conn;
 
+	// Outside a transaction the server must be idle too: a BEGIN
+	// abandoned at a deadline may have started one after all, and
+	// running later requests inside it would be wrong; such a connection
+	// is replaced.
 	if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK &&
-	    (c->in_tx || idle_alive(c->pg))) {
+	    (c->in_tx ||
+	        (idle_alive(c->pg) &&
+	            PQtransactionStatus(c->pg) == PQTRANS_IDLE))) {
 		return (CM_OK);
 	}
 	if (c->in_tx) {
 		drop(c);
 		return (tsvc_store_fail(st, CM_EUNAVAIL, DETAIL_UNAVAIL));
 	}
-	if (c->pg != NULL) {
+	if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK) {
+		cm_warn(NULL,
+		    "postgres: a transaction was left open by an"
+		    " abandoned statement; replacing the connection");
+	} else if (c->pg != NULL) {
 		char msg[PG_ERR_MAX];
 
 		one_line(msg, sizeof(msg), PQerrorMessage(c->pg));
@@ -1203,6 +1221,13 @@ run_sql(tsvc_store *st, const char *sql, const pgparam *p, PGresult **out)
 	return (collect(st, "setup", out));
 }
 
+// stmt_label writes the server-side name of statement id: "tg<id>_<gen>".
+static void
+stmt_label(const tsvc_conn *c, int id, char name[PG_STMT_NAME_MAX])
+{
+	snprintf(name, PG_STMT_NAME_MAX, "tg%d_%u", id, c->gen[id]);
+}
+
 // prepare makes sure statement id is prepared on this connection.
 static cm_err
 prepare(tsvc_store *st, int id)
@@ -1214,13 +1239,19 @@ prepare(tsvc_store *st, int id)
 	if (c->prepared[id]) {
 		return (CM_OK);
 	}
-	snprintf(name, sizeof(name), "tg%d", id);
+	stmt_label(c, id, name);
 	if (!PQsendPrepare(c->pg, name, stmt_sql[id], 0, NULL)) {
 		return (conn_lost(st, stmt_name[id]));
 	}
 	rv = collect(st, stmt_name[id], NULL);
 	if (rv == CM_OK) {
 		c->prepared[id] = 1;
+	} else {
+		// Abandoned or failed: the server may hold the statement
+		// after all. The next attempt uses a new name, so it never
+		// meets "already exists" (an error that would abort the
+		// transaction it runs in); an orphan costs a few bytes.
+		c->gen[id]++;
 	}
 	return (rv);
 }
@@ -1247,7 +1278,7 @@ q_send(tsvc_store *st, int id, const pgparam *p, int single_row)
 	if (rv != CM_OK) {
 		return (rv);
 	}
-	snprintf(name, sizeof(name), "tg%d", id);
+	stmt_label(c, id, name);
 	if (!PQsendQueryPrepared(c->pg, name, p != NULL ? p->n : 0,
 	        p != NULL ? p->v : NULL, p != NULL ? p->len : NULL,
 	        p != NULL ? p->fmt : NULL, 0)) {
@@ -1834,7 +1865,7 @@ end_tx(tsvc_store *st, int id, PGresult **out)
 	rv = prepare(st, id);
 	if (rv == CM_OK) {
 		set_wait(st, 1);
-		snprintf(name, sizeof(name), "tg%d", id);
+		stmt_label(c, id, name);
 		if (!PQsendQueryPrepared(
 		        c->pg, name, 0, NULL, NULL, NULL, 0)) {
 			rv = conn_lost(st, stmt_name[id]);
