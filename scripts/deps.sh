@@ -6,7 +6,8 @@
 #                             example make run prints (make run)
 #   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm,
 #                             Debian's prometheus (promtool and the server),
-#                             clang-format, clang-14 with libFuzzer
+#                             clang-format, clang-14 with libFuzzer, and
+#                             Debian's postgresql server for the pg tests
 #                             (make test; CI)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
@@ -30,22 +31,24 @@ MIN_NODE_MAJOR=20
 
 BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 	protobuf-c-compiler libmicrohttpd-dev libcjose-dev libjansson-dev
-	libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
+	libsqlite3-dev libpq-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 	ca-certificates curl)
 # curl is in the first list because make run's banner shows a curl example.
 # prometheus: promtool checks every /metrics output, and a real Prometheus
 # server scrapes the stack in tests/e2e/observability.test.mjs (Debian's
 # package: ~19 MB download; the service it ships is not started here).
 # clang-format (format-check), Debian's clang and its runtime with
-# libFuzzer (scripts/fuzz.sh).
-TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev)
+# libFuzzer (scripts/fuzz.sh). The PostgreSQL server runs only in the
+# tests (a throwaway cluster per ctest run, scripts/pg-test-cluster.sh);
+# make run needs none.
+TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev postgresql)
 
 want_test=0
 for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
 	-h|--help)
-		sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
 	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
 	esac

@@ -10,7 +10,9 @@
 #                               date with package-lock.json, unless CI=true
 #                               or TG_NPM_CI=1)
 #   3. build/      RelWithDebInfo build, then every CTest test (unit,
-#                  contract, e2e), ctest -j2
+#                  contract, e2e; those labelled pg run on a throwaway
+#                  PostgreSQL cluster, TG_PG_TESTS=ON makes them required),
+#                  ctest -j2
 #   4. build-asan/ -DTG_SANITIZE=ON (ASan+UBSan), then the tests labelled
 #                  TG_ASAN_LABELS (default "unit|contract|e2e")
 #   5. make tsan   build-tsan/ -DTG_TSAN=ON (ThreadSanitizer), then the
@@ -106,12 +108,13 @@ step "dependencies (scripts/deps.sh --test)" scripts/deps.sh --test || finish
 step "lint: no banned C functions (scripts/check-banned.sh)" scripts/check-banned.sh
 step "format: make format-check (clang-format 14)" make -s format-check
 step "node $(scripts/node.sh --version 2>/dev/null || echo '?') + npm ci" npm_ci || finish
-step "build build/ (RelWithDebInfo)" configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || finish
+step "build build/ (RelWithDebInfo)" configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	-DTG_PG_TESTS=ON || finish
 ctest_step "ctest build/ (all tests)" build
 if [ "${TG_SKIP_ASAN:-}" = "1" ]; then
 	summary+=("skip  ASan+UBSan build (TG_SKIP_ASAN=1)")
 elif step "build build-asan/ (-DTG_SANITIZE=ON)" configure_build build-asan \
-	-DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON; then
+	-DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON -DTG_PG_TESTS=ON; then
 	ctest_step "ctest build-asan/ (-L '$asan_labels')" build-asan -L "$asan_labels"
 fi
 if [ "${TG_SKIP_TSAN:-}" = "1" ]; then
