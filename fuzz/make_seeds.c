@@ -18,6 +18,8 @@
 
 #include "proto/auth.pb-c.h"
 #include "proto/rpc.pb-c.h"
+#include "proto/threads.pb-c.h"
+#include "proto/threads.pb-c.h"
 
 #define FUZZ_SECRET "threadgate-fuzz-secret-0123456789abcdef"
 
@@ -108,10 +110,11 @@ jwt(const char *payload, char *out, size_t outsz)
 	snprintf(out, outsz, "%s.%s", input, sig);
 }
 
-// envelope() packs an rpc Request around a packed payload.
+// envelope_to() packs an rpc Request around a packed payload and writes
+// it as a seed of target.
 static void
-envelope(
-    const char *name, const char *method, const void *payload, size_t plen)
+envelope_to(const char *target, const char *name, const char *method,
+    const void *payload, size_t plen)
 {
 	Threadgate__Rpc__V1__Request r = THREADGATE__RPC__V1__REQUEST__INIT;
 	uint8_t                     *buf;
@@ -125,8 +128,116 @@ envelope(
 	n                  = threadgate__rpc__v1__request__get_packed_size(&r);
 	buf                = malloc(n + 1);
 	threadgate__rpc__v1__request__pack(&r, buf);
-	put("fuzz_auth_rpc", name, buf, n);
+	put(target, name, buf, n);
 	free(buf);
+}
+
+// envelope() is an auth-service seed.
+static void
+envelope(
+    const char *name, const char *method, const void *payload, size_t plen)
+{
+	envelope_to("fuzz_auth_rpc", name, method, payload, plen);
+}
+
+// threads_seed() packs msg as the payload of a thread-service rpc seed.
+static void
+threads_seed(const char *name, const char *method, const ProtobufCMessage *msg)
+{
+	size_t   n   = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(n + 1);
+
+	protobuf_c_message_pack(msg, buf);
+	envelope_to("fuzz_threads_rpc", name, method, buf, n);
+	free(buf);
+}
+
+// One request of every thread-service rpc, with the fields that reach the
+// most code: filters, supersteps, updates, checkpoints, prune strategies.
+static void
+threads_seeds(void)
+{
+	static const char id[]  = "0192b0a8-1c2d-7e3f-8a4b-5c6d7e8f9a0b";
+	static const char cid[] = "0192b0a8-1c2d-7e3f-8a4b-5c6d7e8f9a0c";
+	char             *ids[] = { (char *) id };
+	Threadgate__Threads__V1__CreateThreadRequest c =
+	    THREADGATE__THREADS__V1__CREATE_THREAD_REQUEST__INIT;
+	Threadgate__Threads__V1__ThreadRef ref =
+	    THREADGATE__THREADS__V1__THREAD_REF__INIT;
+	Threadgate__Threads__V1__UpdateThreadRequest u =
+	    THREADGATE__THREADS__V1__UPDATE_THREAD_REQUEST__INIT;
+	Threadgate__Threads__V1__SearchThreadsRequest s =
+	    THREADGATE__THREADS__V1__SEARCH_THREADS_REQUEST__INIT;
+	Threadgate__Threads__V1__CountThreadsRequest cn =
+	    THREADGATE__THREADS__V1__COUNT_THREADS_REQUEST__INIT;
+	Threadgate__Threads__V1__PruneThreadsRequest pr =
+	    THREADGATE__THREADS__V1__PRUNE_THREADS_REQUEST__INIT;
+	Threadgate__Threads__V1__GetStateRequest gs =
+	    THREADGATE__THREADS__V1__GET_STATE_REQUEST__INIT;
+	Threadgate__Threads__V1__UpdateStateRequest us =
+	    THREADGATE__THREADS__V1__UPDATE_STATE_REQUEST__INIT;
+	Threadgate__Threads__V1__PatchStateRequest ps =
+	    THREADGATE__THREADS__V1__PATCH_STATE_REQUEST__INIT;
+	Threadgate__Threads__V1__GetHistoryRequest h =
+	    THREADGATE__THREADS__V1__GET_HISTORY_REQUEST__INIT;
+
+	c.owner         = "fuzz-owner";
+	c.thread_id     = (char *) id;
+	c.metadata_json = "{\"kind\":\"x\",\"n\":1,\"tags\":[\"a\"]}";
+	c.if_exists = THREADGATE__THREADS__V1__IF_EXISTS__IF_EXISTS_DO_NOTHING;
+	c.ttl_minutes     = 5;
+	c.supersteps_json = "[{\"updates\":[{\"values\":{\"m\":1},"
+	                    "\"as_node\":\"a\"}]}]";
+	threads_seed("create", "CreateThread", &c.base);
+	ref.owner     = "fuzz-owner";
+	ref.thread_id = (char *) id;
+	threads_seed("get", "GetThread", &ref.base);
+	threads_seed("delete", "DeleteThread", &ref.base);
+	threads_seed("copy", "CopyThread", &ref.base);
+	u.owner         = "fuzz-owner";
+	u.thread_id     = (char *) id;
+	u.metadata_json = "{\"kind\":\"y\"}";
+	u.has_ttl       = 1;
+	u.ttl_minutes   = 1;
+	threads_seed("update", "UpdateThread", &u.base);
+	s.owner         = "fuzz-owner";
+	s.metadata_json = "{\"kind\":\"x\",\"tags\":[\"a\"]}";
+	s.values_json   = "{\"m\":1}";
+	s.ids           = ids;
+	s.n_ids         = 1;
+	s.status        = "idle";
+	s.limit         = 10;
+	s.offset        = 0;
+	s.sort_by       = THREADGATE__THREADS__V1__SORT_BY__SORT_BY_UPDATED_AT;
+	threads_seed("search", "SearchThreads", &s.base);
+	cn.owner         = "fuzz-owner";
+	cn.metadata_json = "{\"n\":1}";
+	threads_seed("count", "CountThreads", &cn.base);
+	pr.owner        = "fuzz-owner";
+	pr.thread_ids   = ids;
+	pr.n_thread_ids = 1;
+	pr.strategy     = "keep_latest";
+	threads_seed("prune", "PruneThreads", &pr.base);
+	gs.owner         = "fuzz-owner";
+	gs.thread_id     = (char *) id;
+	gs.checkpoint_ns = "";
+	threads_seed("get-state", "GetState", &gs.base);
+	us.owner         = "fuzz-owner";
+	us.thread_id     = (char *) id;
+	us.values_json   = "[{\"a\":1},{\"b\":[1,2]}]";
+	us.as_node       = "node";
+	us.checkpoint_id = (char *) cid;
+	threads_seed("update-state", "UpdateState", &us.base);
+	ps.owner         = "fuzz-owner";
+	ps.thread_id     = (char *) id;
+	ps.metadata_json = "{\"p\":true}";
+	threads_seed("patch-state", "PatchState", &ps.base);
+	h.owner                = "fuzz-owner";
+	h.thread_id            = (char *) id;
+	h.limit                = 10;
+	h.metadata_json        = "{\"source\":\"update\"}";
+	h.before_checkpoint_id = (char *) cid;
+	threads_seed("history", "GetHistory", &h.base);
 }
 
 static void
@@ -358,5 +469,6 @@ main(int argc, char **argv)
 	render_seeds();
 	auth_seeds();
 	filter_seeds();
+	threads_seeds();
 	return (0);
 }

@@ -20,7 +20,7 @@ cd "$root" || exit 1
 secs=${FUZZ_SECONDS:-60}
 jobs=${TG_JOBS:-2}
 dir=build-fuzz
-targets=${FUZZ_TARGETS:-fuzz_http_request fuzz_reply_render fuzz_auth_rpc fuzz_jwt fuzz_json_filter}
+targets=${FUZZ_TARGETS:-fuzz_http_request fuzz_reply_render fuzz_auth_rpc fuzz_jwt fuzz_json_filter fuzz_threads_rpc}
 # One input may take this long before it counts as a hang, seconds.
 input_timeout=10
 # libFuzzer's RSS cap, MiB (ASan's quarantine alone takes a few hundred).
