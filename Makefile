@@ -24,13 +24,13 @@ TSAN_TESTS ?= common\.rpc_test|contract_test|dev-idp\.http_test|gateway\.e2e_tes
 MAKEFLAGS += --no-print-directory
 
 .PHONY: all run test deps deps-test build binaries build-asan build-tsan check e2e asan \
-	tsan fuzz format format-check lint node-modules ci clean distclean help
+	tsan fuzz bench format format-check lint node-modules ci clean distclean help
 
 all: build
 
 help:
 	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
-	@echo 'Also: make build | check (ctest on build/) | e2e | asan | tsan | fuzz | format | format-check | lint | clean'
+	@echo 'Also: make build | check (ctest on build/) | e2e | asan | tsan | fuzz | bench | format | format-check | lint | clean'
 
 # make run needs only the four programs, not the tests.
 BINARIES = threadgate-gateway threadgate-auth threadgate-threads threadgate-dev-idp
@@ -41,6 +41,11 @@ run: deps
 
 test:
 	scripts/test.sh
+
+# The cost of a request next to nginx's floor (bench/make-bench.sh).
+bench:
+	scripts/deps.sh --bench
+	bench/make-bench.sh
 
 ci:
 	.ci/run

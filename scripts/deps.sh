@@ -9,6 +9,7 @@
 #                             clang-format, clang-14 with libFuzzer, and
 #                             Debian's postgresql server for the pg tests
 #                             (make test; CI)
+#   scripts/deps.sh --bench   also wrk and nginx (make bench)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
 # sudo otherwise (if available); without either it prints the exact command
@@ -44,13 +45,15 @@ BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev postgresql)
 
 want_test=0
+want_bench=0
 for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
+	--bench) want_bench=1 ;;
 	-h|--help)
-		sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,23p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
-	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
+	*) echo "deps.sh: unknown argument '$a' (use --test, --bench or --help)" >&2; exit 1 ;;
 	esac
 done
 
@@ -84,6 +87,10 @@ as_root() {
 }
 
 pkgs=("${BUILD_PKGS[@]}")
+if [ "$want_bench" -eq 1 ]; then
+	# make bench: the load generator and the floor it is compared with.
+	pkgs+=(wrk nginx-light)
+fi
 if [ "$want_test" -eq 1 ]; then
 	pkgs+=("${TEST_PKGS[@]}")
 	# Debian's nodejs/npm only when no usable Node 20+ with npm is here: on
