@@ -285,6 +285,73 @@ cm_err gw_authorize(
 const char *gw_action_name(gw_action act);
 
 // ---------------------------------------------------------------------
+// authcache.c: identities the gateway may reuse (GATEWAY_AUTH_CACHE_TTL)
+// ---------------------------------------------------------------------
+
+// Digest size of a cache key (SHA-256).
+#define GW_AUTHCACHE_KEY_LEN 32
+// Default GATEWAY_AUTH_CACHE_TTL, seconds: short, so that even a caller
+// whose auth-service promised longer gives the auth-service a look every
+// few seconds; a hit saves a whole rpc.
+#define GW_AUTHCACHE_TTL_DEFAULT_S 5
+// Largest GATEWAY_AUTH_CACHE_TTL accepted: one hour.
+#define GW_AUTHCACHE_TTL_MAX_S 3600
+// Default GATEWAY_AUTH_CACHE_MAX (entries; ~1 KiB each).
+#define GW_AUTHCACHE_MAX_DEFAULT 4096
+// Largest GATEWAY_AUTH_CACHE_MAX accepted.
+#define GW_AUTHCACHE_MAX_LIMIT 1000000
+// Longest email and space-separated permission list kept; an answer with
+// longer ones is used but not cached.
+#define GW_AUTHCACHE_EMAIL_MAX 256
+#define GW_AUTHCACHE_PERMS_MAX 512
+
+/** The part of an Authenticate answer the gateway keeps. */
+typedef struct gw_authcache_identity {
+	char identity[GW_IDENTITY_MAX];
+	char email[GW_AUTHCACHE_EMAIL_MAX];
+	char perms[GW_AUTHCACHE_PERMS_MAX]; // space-separated
+} gw_authcache_identity;
+
+typedef struct gw_authcache gw_authcache;
+
+/**
+ * gw_authcache_new() makes a cache of at most about max_entries entries.
+ * max_entries 0 gives *out = NULL: a disabled cache (get never hits, put
+ * keeps nothing). CM_OK, or CM_EINTERNAL when SHA-256 is unavailable.
+ */
+cm_err gw_authcache_new(size_t max_entries, gw_authcache **out);
+
+/** gw_authcache_free() frees c (NULL allowed). */
+void gw_authcache_free(gw_authcache *c);
+
+/**
+ * gw_authcache_key() computes the key of a request's credentials: SHA-256
+ * over length-prefixed Authorization values and required scopes, in
+ * order. c must not be NULL. Thread-safe.
+ */
+void gw_authcache_key(const gw_authcache *c, const char *const *authz,
+    size_t nauthz, const char *const *scopes, size_t nscopes,
+    unsigned char key[GW_AUTHCACHE_KEY_LEN]);
+
+/**
+ * gw_authcache_get() copies the identity kept under key into *out and
+ * returns 1 while it is live at now_ms (monotonic ms), else 0. NULL c
+ * gives 0. Thread-safe.
+ */
+int gw_authcache_get(gw_authcache *c,
+    const unsigned char key[GW_AUTHCACHE_KEY_LEN], int64_t now_ms,
+    gw_authcache_identity *out);
+
+/**
+ * gw_authcache_put() keeps id under key until until_ms (monotonic ms;
+ * nothing when not after now_ms), evicting the soonest-expiring entry of
+ * its set when full. NULL c keeps nothing. Thread-safe.
+ */
+void gw_authcache_put(gw_authcache *c,
+    const unsigned char             key[GW_AUTHCACHE_KEY_LEN],
+    const gw_authcache_identity *id, int64_t now_ms, int64_t until_ms);
+
+// ---------------------------------------------------------------------
 // routes.c: the route table
 // ---------------------------------------------------------------------
 
