@@ -617,4 +617,20 @@ void gw_job_done(gw_job *job);
  */
 void gw_upstream_start(gw_job *job);
 
+/**
+ * gw_upstream_idempotent() says whether req's thread-service call may be
+ * re-sent to another replica after it may already have reached one (the
+ * per-route table in upstream.c). For a create without a thread_id it
+ * first picks the id (a new UUIDv7 in req->thread_id) and asks for
+ * if_exists=do_nothing, which makes the create idempotent. Call it once
+ * per request, after gw_request_build() succeeded and before sending.
+ */
+int gw_upstream_idempotent(gw_request *req);
+
+/**
+ * gw_auth_affinity() is the replica affinity key of job's Authenticate
+ * call: cm_rpc_key() over its Authorization values (0 when it has none).
+ */
+uint64_t gw_auth_affinity(const gw_job *job);
+
 #endif // GW_GW_H
