@@ -144,11 +144,11 @@ struct rpc_slot {
 	nng_ctx      ctx;
 	nng_aio     *aio;
 	// Under c->mu (the callback reads its own recv without it):
-	rpc_op   *op;      // the call on it; NULL when free
-	int       recv;    // 1 once the receive is posted
-	int64_t   recv_t0; // when it was posted
-	unsigned  epoch;   // r->epoch when the send started
-	rpc_slot *next;    // free list
+	rpc_op   *op;    // the call on it; NULL when free
+	int       recv;  // 1 once the receive is posted
+	int64_t   t0;    // when the send was booked, then the receive posted
+	unsigned  epoch; // r->epoch when the send was booked
+	rpc_slot *next;  // free list
 };
 
 // One server of the set: its own socket, dialer and slots.
@@ -613,6 +613,7 @@ attempt_prepare(cm_rpc_client *c, rpc_op *op, int64_t now)
 	r->sent++;
 	s->op       = op;
 	s->recv     = 0;
+	s->t0       = now;
 	s->epoch    = atomic_load(&r->epoch);
 	op->abandon = ABANDON_NONE;
 	if (op->ntried < RPC_MAX_ATTEMPTS) {
@@ -811,30 +812,40 @@ op_start(cm_rpc_client *c, rpc_op *op)
 // Completion
 // ---------------------------------------------------------------------
 
-// Marks the re-sendable calls waiting at r abandoned and cancels them:
-// their completions re-send them elsewhere. Under c->mu (nng_aio_cancel
-// only schedules the callback; it never runs it here).
+// Gives up on calls at r the watchdog has reason to stop waiting for,
+// so their completions re-send them elsewhere (nng_aio_cancel only
+// schedules the callback; it never runs it here). Under c->mu.
+//  - A send still pending (no connection took the message: never
+//    delivered) when r stalled, or when the connection it was queued
+//    for dropped: nng keeps it queued until its deadline otherwise.
+//  - A receive pending when r stalled: re-sendable calls only (a write
+//    stays: it either runs or meets its deadline, which the envelope
+//    carries too; re-sending it could apply it twice).
+//  - A receive pending on a connection that dropped before nng could
+//    tell the context (it resets such a context silently): any call,
+//    like ECONNRESET.
 static void
 abandon_calls(rpc_replica *r, int why, int64_t now, int tick_ms)
 {
 	unsigned ep = atomic_load(&r->epoch);
 
 	for (size_t i = 0; i < r->nslots; i++) {
-		rpc_slot *s  = r->slots[i];
-		rpc_op   *op = s->op;
+		rpc_slot *s    = r->slots[i];
+		rpc_op   *op   = s->op;
+		int       lost = s->epoch != ep && now - s->t0 >= tick_ms;
 
-		if (op == NULL || !s->recv || op->abandon != ABANDON_NONE ||
-		    op->pinned != NULL) {
+		if (op == NULL || op->pinned != NULL) {
 			continue;
 		}
-		if (why == ABANDON_STALL && !op->idempotent) {
-			// A write stays: it either runs or hits its deadline
-			// (in the envelope too); re-sending it could apply it
-			// twice.
+		if (!s->recv) {
+			if (why == ABANDON_STALL || lost) {
+				nng_aio_cancel(s->aio);
+			}
 			continue;
 		}
-		if (why == ABANDON_PIPE &&
-		    (s->epoch == ep || now - s->recv_t0 < tick_ms)) {
+		if (op->abandon != ABANDON_NONE ||
+		    (why == ABANDON_STALL && !op->idempotent) ||
+		    (why == ABANDON_PIPE && !lost)) {
 			continue;
 		}
 		op->abandon = why;
@@ -872,8 +883,8 @@ slot_cb(void *arg)
 			if (!c->closing && op->deadline > now) {
 				// Posted under the lock: the watchdog only
 				// cancels receives it has seen posted.
-				s->recv    = 1;
-				s->recv_t0 = now;
+				s->recv = 1;
+				s->t0   = now;
 				nng_aio_set_timeout(s->aio,
 				    (nng_duration) (op->deadline - now));
 				nng_ctx_recv(s->ctx, s->aio);
