@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 
 #include "common/err.h"
+#include "common/metrics.h"
 
 // Longest bearer token accepted, in bytes. Supabase access tokens are
 // ~1 KiB; OIDC tokens with many claims stay well under 8 KiB.
@@ -94,6 +95,9 @@ typedef struct auth_config {
 	// static (development only)
 	char *static_file; // AUTH_STATIC_FILE
 	int   dev_mode;    // THREADGATE_DEV=1 required for static
+	// --health-check: ask the running service's Health and exit (only
+	// listen_url is loaded then).
+	int health_check;
 } auth_config;
 
 /**
@@ -141,6 +145,15 @@ struct auth_provider {
 	// depends on (provider, IdP URL, issuer, audience...). Part of the
 	// cache key. Owned by the provider.
 	const char *cache_scope;
+	// Optional: 1 when the provider can verify tokens now, else 0 with a
+	// client-safe reason in detail (n bytes): e.g. the jwt provider
+	// before any signing key could be loaded. NULL means always able
+	// (an IdP outage only fails the requests that need the IdP: cached
+	// and locally verified tokens keep working, so it must not take the
+	// service out of rotation). Called from the rpc layer's health thread
+	// with a worker of its own; may block for one IdP request.
+	int (*health)(
+	    auth_provider *p, auth_worker *w, char *detail, size_t n);
 };
 
 /**
@@ -158,6 +171,50 @@ typedef struct auth_stats {
 } auth_stats;
 
 extern auth_stats auth_g_stats;
+
+// Result classes of an IdP HTTP request (threadgate_auth_idp_requests_total).
+typedef enum auth_idp_result {
+	AUTH_IDP_2XX = 0,
+	AUTH_IDP_3XX,
+	AUTH_IDP_4XX,
+	AUTH_IDP_5XX,
+	AUTH_IDP_TIMEOUT,
+	AUTH_IDP_ERROR, // connection failed, answer over the cap, ...
+	AUTH_IDP_N_
+} auth_idp_result;
+
+/**
+ * auth_metrics are the auth-service's Prometheus series (set up by
+ * auth_metrics_init(); all NULL, recording nothing, until then):
+ *   threadgate_auth_requests_total{outcome}  valid|refused|unavailable|
+ *                                            malformed
+ *   threadgate_auth_cache_requests_total{result}  hit|miss
+ *   threadgate_auth_cache_entries            (at scrape time)
+ *   threadgate_auth_singleflight_waits_total answered by another caller's
+ *                                            IdP check of the same token
+ *   threadgate_auth_idp_requests_total{result}  2xx|3xx|4xx|5xx|timeout|
+ *                                            error
+ *   threadgate_auth_idp_request_duration_seconds
+ *   threadgate_auth_jwks_fetches_total{result}  ok|error
+ */
+typedef struct auth_metrics {
+	cm_counter   *outcome[4]; // valid, refused, unavailable, malformed
+	cm_counter   *cache_hit;
+	cm_counter   *cache_miss;
+	cm_counter   *singleflight_waits;
+	cm_counter   *idp[AUTH_IDP_N_];
+	cm_histogram *idp_duration;
+	cm_counter   *jwks_ok;
+	cm_counter   *jwks_error;
+} auth_metrics;
+
+extern auth_metrics auth_g_metrics;
+
+/**
+ * auth_metrics_init() registers the series in cm_metrics_default() and
+ * fills auth_g_metrics (once; later calls do nothing). server.c.
+ */
+void auth_metrics_init(void);
 
 // ---------------------------------------------------------------------
 // Outbound HTTP (http.c)

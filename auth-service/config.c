@@ -58,6 +58,9 @@ auth_config_usage(FILE *f)
 	    "\n"
 	    "Flags (override the environment):\n"
 	    "  --listen URL   listen URL (env AUTH_SERVICE_URL)\n"
+	    "  --health-check ask the running service (at the listen URL)\n"
+	    "                 for its Health; exit 0 serving, 1 not (for\n"
+	    "                 exec probes and Docker HEALTHCHECK)\n"
 	    "  --help         this text\n"
 	    "  --version      print the version\n"
 	    "\n"
@@ -115,6 +118,11 @@ auth_config_usage(FILE *f)
 	    "(static) []\n"
 	    "  THREADGATE_DEV               1 allows the static provider [0]\n"
 	    "  LOG_LEVEL                    debug|info|warn|error [info]\n"
+	    "  LOG_FORMAT                   json|text [text on a terminal, "
+	    "else json]\n"
+	    "  METRICS_ADDR                 host:port of the /metrics "
+	    "listener [none]\n"
+	    "  METRICS_PORT_FILE            write its bound port here []\n"
 	    "\n"
 	    "Exit codes: 0 ok (SIGTERM/SIGINT), 1 other error, 2 usage or "
 	    "configuration error,\n"
@@ -346,6 +354,7 @@ auth_config_load(int argc, char **argv, auth_config *cfg, int *exit_now)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
+		{ "health-check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -364,6 +373,9 @@ auth_config_load(int argc, char **argv, auth_config *cfg, int *exit_now)
 		switch (c) {
 		case 'l':
 			listen_flag = optarg;
+			break;
+		case 'c':
+			cfg->health_check = 1;
 			break;
 		case 'h':
 			auth_config_usage(stdout);
@@ -385,9 +397,12 @@ auth_config_load(int argc, char **argv, auth_config *cfg, int *exit_now)
 		return (CM_EINVAL);
 	}
 
-	cfg->listen_url        = cm_xstrdup(listen_flag != NULL
-	               ? listen_flag
-	               : cm_env_str("AUTH_SERVICE_URL", DEFAULT_LISTEN));
+	cfg->listen_url = cm_xstrdup(listen_flag != NULL
+	        ? listen_flag
+	        : cm_env_str("AUTH_SERVICE_URL", DEFAULT_LISTEN));
+	if (cfg->health_check) {
+		return (CM_OK); // only the URL is needed to ask Health
+	}
 	cfg->supabase_url      = env_dup("SUPABASE_URL", "");
 	cfg->supabase_key      = env_dup("SUPABASE_SERVICE_KEY", "");
 	cfg->jwks_url          = env_dup("AUTH_JWKS_URL", "");

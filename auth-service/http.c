@@ -10,7 +10,10 @@
 // request's remaining deadline (set per thread by the server with
 // auth_http_set_deadline()), speaks only http/https, never follows a
 // redirect, and reads at most AUTH_IDP_BODY_MAX bytes of body: a larger
-// answer aborts the transfer and counts as the IdP failing.
+// answer aborts the transfer and counts as the IdP failing. Each request
+// carries the current request's id (X-Request-Id) and W3C traceparent from
+// the thread's log context, so the IdP's logs can be joined with ours,
+// and is counted and timed in the auth_g_metrics IdP series.
 
 #include <ctype.h>
 #include <stdint.h>
@@ -184,6 +187,59 @@ err_from_curl(CURLcode c)
 	}
 }
 
+// Appends X-Request-Id and traceparent from the thread's log context
+// (set by the rpc layer around each request) when there are any.
+static cm_err
+trace_headers(struct curl_slist **hl)
+{
+	const char *rid = cm_log_ctx_rid();
+	const char *tp  = cm_log_ctx_traceparent();
+	char        line[128];
+
+	if (rid[0] != '\0' && strlen(rid) <= CM_RID_MAX) {
+		struct curl_slist *nl;
+
+		snprintf(line, sizeof(line), "X-Request-Id: %s", rid);
+		nl = curl_slist_append(*hl, line);
+		if (nl == NULL) {
+			return (CM_EINTERNAL);
+		}
+		*hl = nl;
+	}
+	if (strlen(tp) == CM_TRACEPARENT_LEN) {
+		struct curl_slist *nl;
+
+		snprintf(line, sizeof(line), "traceparent: %s", tp);
+		nl = curl_slist_append(*hl, line);
+		if (nl == NULL) {
+			return (CM_EINTERNAL);
+		}
+		*hl = nl;
+	}
+	return (CM_OK);
+}
+
+static void
+count_idp(CURLcode c, int too_big, long status)
+{
+	auth_idp_result r;
+
+	if (c == CURLE_OPERATION_TIMEDOUT) {
+		r = AUTH_IDP_TIMEOUT;
+	} else if (c != CURLE_OK || too_big || status < 200) {
+		r = AUTH_IDP_ERROR;
+	} else if (status < 300) {
+		r = AUTH_IDP_2XX;
+	} else if (status < 400) {
+		r = AUTH_IDP_3XX;
+	} else if (status < 500) {
+		r = AUTH_IDP_4XX;
+	} else {
+		r = AUTH_IDP_5XX;
+	}
+	cm_counter_inc(auth_g_metrics.idp[r]);
+}
+
 cm_err
 auth_http_request(auth_worker *w, const auth_config *cfg, const char *method,
     const char *url, const char *const *headers, const char *post_body,
@@ -194,6 +250,7 @@ auth_http_request(auth_worker *w, const auth_config *cfg, const char *method,
 	long               max_age = -1;
 	long               status  = 0;
 	long               timeout_ms;
+	int64_t            t0;
 	CURLcode           c;
 	cm_err             rv;
 	int                is_post;
@@ -228,6 +285,10 @@ auth_http_request(auth_worker *w, const auth_config *cfg, const char *method,
 			goto out;
 		}
 		hl = nl;
+	}
+	rv = trace_headers(&hl);
+	if (rv != CM_OK) {
+		goto out;
 	}
 
 	// Reset keeps the connection cache: keep-alive to the IdP survives.
@@ -265,7 +326,14 @@ auth_http_request(auth_worker *w, const auth_config *cfg, const char *method,
 	}
 
 	atomic_fetch_add(&auth_g_stats.idp_calls, 1);
-	c = curl_easy_perform(w->curl);
+	t0 = cm_now_us();
+	c  = curl_easy_perform(w->curl);
+	cm_histogram_observe(
+	    auth_g_metrics.idp_duration, (uint64_t) (cm_now_us() - t0));
+	if (c == CURLE_OK && !body.too_big) {
+		curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
+	}
+	count_idp(c, body.too_big, status);
 	if (body.too_big || c == CURLE_FILESIZE_EXCEEDED) {
 		cm_warn(NULL, "idp answer over %u bytes: %s",
 		    AUTH_IDP_BODY_MAX, url);
@@ -277,8 +345,6 @@ auth_http_request(auth_worker *w, const auth_config *cfg, const char *method,
 		cm_warn(NULL, "idp request failed: %s", curl_easy_strerror(c));
 		goto out;
 	}
-	curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
-
 	resp->status    = status;
 	resp->body      = body.buf != NULL ? body.buf : cm_xstrdup("");
 	resp->body_len  = body.len;

@@ -182,6 +182,18 @@ hybrid_destroy(auth_provider *p)
 	free(hp);
 }
 
+// The local (jwt) half decides: without signing keys nothing verifies.
+static int
+hybrid_health(auth_provider *p, auth_worker *w, char *detail, size_t n)
+{
+	hybrid_provider *hp = (hybrid_provider *) p;
+
+	if (hp->local->health == NULL) {
+		return (1);
+	}
+	return (hp->local->health(hp->local, w, detail, n));
+}
+
 cm_err
 auth_hybrid_new(const auth_config *cfg, auth_provider **out)
 {
@@ -213,6 +225,7 @@ auth_hybrid_new(const auth_config *cfg, auth_provider **out)
 	hp->base.name        = "hybrid";
 	hp->base.verify      = hybrid_verify;
 	hp->base.destroy     = hybrid_destroy;
+	hp->base.health      = hybrid_health;
 	hp->base.cache_scope = hp->scope;
 	*out                 = &hp->base;
 	hp                   = NULL;

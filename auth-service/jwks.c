@@ -10,8 +10,12 @@
 //
 // auth_jwks is the live source of such sets: a JWKS URL or OIDC discovery
 // (issuer -> /.well-known/openid-configuration -> jwks_uri, with the
-// issuer checked). There is no background thread: fetches happen on the
-// request path, with the requesting worker's curl handle, and only:
+// issuer checked). There is no thread of its own: fetches happen on the
+// request path, with the requesting worker's curl handle, or on the rpc
+// layer's health thread (the jwt provider's health check acquires the set
+// every second: it loads the first set at start-up, so the service reports
+// ready without waiting for a first token, and refreshes a stale one off
+// the request path), and only:
 //  - when there is no set yet (start-up, or the IdP was down until now);
 //  - on the first request after the set's max-age (Cache-Control capped
 //    by AUTH_JWKS_MAX_AGE) ran out;
@@ -755,6 +759,8 @@ do_fetch(auth_jwks *j, auth_worker *w)
 	    url, (long long) age);
 	ks = NULL;
 out:
+	cm_counter_inc(
+	    rv == CM_OK ? auth_g_metrics.jwks_ok : auth_g_metrics.jwks_error);
 	if (rv != CM_OK && j->discover) {
 		// Rediscover next time: the jwks_uri may have moved.
 		pthread_rwlock_wrlock(&j->lock);

@@ -279,11 +279,11 @@ auth_jwt_check_claims(const auth_config *cfg, const char *expected_iss,
 	cm_err      rv;
 
 	memset(&r, 0, sizeof(r));
-	names[C_EXP]     = "exp";
-	names[C_NBF]     = "nbf";
-	names[C_IAT]     = "iat";
-	names[C_ISS]     = "iss";
-	names[C_AUD]     = "aud";
+	names[C_EXP] = "exp";
+	names[C_NBF] = "nbf";
+	names[C_IAT] = "iat";
+	names[C_ISS] = "iss";
+	names[C_AUD] = "aud";
 	names[C_ID] =
 	    nz(cfg->identity_claim)[0] != '\0' ? cfg->identity_claim : "sub";
 	names[C_EMAIL]   = "email";
@@ -523,6 +523,33 @@ out:
 	return (rv);
 }
 
+// Serving once tokens can be verified: always with a shared secret; with
+// a JWKS only, once a key set with at least one usable key is loaded (this
+// fetches it when there is none yet, so the service becomes ready without
+// waiting for a first request).
+static int
+jwt_health(auth_provider *p, auth_worker *w, char *detail, size_t n)
+{
+	jwt_provider *jp = (jwt_provider *) p;
+	auth_keyset  *ks = NULL;
+	int           ok;
+
+	if (jp->secret != NULL) {
+		return (1);
+	}
+	if (auth_jwks_acquire(jp->jwks, w, NULL, &ks) != CM_OK) {
+		snprintf(detail, n,
+		    "no signing keys yet: the JWKS could not be fetched");
+		return (0);
+	}
+	ok = ks->n > 0;
+	if (!ok) {
+		snprintf(detail, n, "the JWKS holds no usable signing key");
+	}
+	auth_keyset_rele(ks);
+	return (ok);
+}
+
 static void
 jwt_destroy(auth_provider *p)
 {
@@ -613,6 +640,7 @@ auth_jwt_new(const auth_config *cfg, auth_provider **out)
 	jp->base.name        = "jwt";
 	jp->base.verify      = jwt_verify;
 	jp->base.destroy     = jwt_destroy;
+	jp->base.health      = jwt_health;
 	jp->base.cache_scope = jp->scope;
 	*out                 = &jp->base;
 	jp                   = NULL;

@@ -36,7 +36,8 @@
 // Bound of every polling loop in these tests, in ms.
 #define POLL_DEADLINE_MS 15000
 
-auth_stats auth_g_stats;
+auth_stats   auth_g_stats;
+auth_metrics auth_g_metrics; // all NULL: records nothing
 
 // ---------------------------------------------------------------------
 // Fake IdP (the link seam)

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 //
 // threadgate-auth: reads the configuration, builds the provider, serves
-// Authenticate/Stats until SIGTERM or SIGINT, then stops cleanly.
+// Authenticate/Stats (and the rpc layer's Health) until SIGTERM or SIGINT,
+// then stops cleanly. /metrics is served on METRICS_ADDR by the rpc layer.
+// --health-check asks a running instance's Health instead (exit 0/1).
 // Exit codes: 0 ok, 1 other error, 2 usage/configuration, 3 cannot listen.
 
 #include <pthread.h>
@@ -14,6 +16,7 @@
 #include "auth-service/auth.h"
 #include "auth-service/service.h"
 #include "common/log.h"
+#include "common/rpc.h"
 
 static int
 wait_for_signal(void)
@@ -57,6 +60,10 @@ main(int argc, char **argv)
 	}
 	if (exit_now) {
 		code = AUTH_EXIT_OK;
+		goto out;
+	}
+	if (cfg.health_check) {
+		code = cm_rpc_health_check_main(cfg.listen_url, 0);
 		goto out;
 	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

@@ -12,6 +12,7 @@
 // waiting for another caller's flight) runs on the rpc layer's blocking
 // threads, each owning an auth_worker with its own CURL handle.
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@
 // space-separated words hold at most half as many words.
 #define AUTH_PERMS_MAX (AUTH_SCOPES_MAX / 2)
 
-auth_stats auth_g_stats;
+auth_stats   auth_g_stats;
+auth_metrics auth_g_metrics;
 
 struct auth_server {
 	Threadgate__Auth__V1__AuthService_Service service; // first member
@@ -41,7 +43,88 @@ struct auth_server {
 	auth_provider                            *provider;
 	auth_cache                               *cache;
 	cm_rpc_server                            *rpc;
+	auth_worker *health_worker; // the health thread's (own CURL handle)
 };
+
+// ---------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------
+
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+
+static void
+metrics_make(void)
+{
+	static const char *const l_outcome[]      = { "outcome", NULL };
+	static const char *const l_result[]       = { "result", NULL };
+	static const char *const outcomes[]       = { "valid", "refused",
+		      "unavailable", "malformed" };
+	static const char *const idp[AUTH_IDP_N_] = { "2xx", "3xx", "4xx",
+		"5xx", "timeout", "error" };
+	cm_metrics              *r                = cm_metrics_default();
+	cm_metric_desc           d                = { 0 };
+	cm_mfamily              *f;
+	auth_metrics            *m = &auth_g_metrics;
+
+	d.name   = "threadgate_auth_requests_total";
+	d.help   = "Authenticate decisions by outcome: valid, refused (bad "
+	           "token or scope), unavailable (IdP down or slow: 503), "
+	           "malformed (bad request).";
+	d.type   = CM_METRIC_COUNTER;
+	d.labels = l_outcome;
+	f        = cm_metrics_family(r, &d);
+	for (int i = 0; i < 4; i++) {
+		m->outcome[i] = cm_counter_get(f, &outcomes[i]);
+	}
+	d.name        = "threadgate_auth_cache_requests_total";
+	d.help        = "Result cache lookups: hit or miss.";
+	d.labels      = l_result;
+	f             = cm_metrics_family(r, &d);
+	m->cache_hit  = cm_counter_get(f, (const char *[]) { "hit" });
+	m->cache_miss = cm_counter_get(f, (const char *[]) { "miss" });
+	m->singleflight_waits =
+	    cm_metrics_counter(r, "threadgate_auth_singleflight_waits_total",
+	        "Cache misses answered by another caller's check of the same "
+	        "token (single-flight) instead of an IdP request of their "
+	        "own.");
+	d.name = "threadgate_auth_idp_requests_total";
+	d.help = "HTTP requests to the identity provider by result: the "
+	         "status class, or timeout / error (no answer). Errors are "
+	         "5xx, timeout and error.";
+	f      = cm_metrics_family(r, &d);
+	for (int i = 0; i < AUTH_IDP_N_; i++) {
+		m->idp[i] = cm_counter_get(f, &idp[i]);
+	}
+	d.name = "threadgate_auth_jwks_fetches_total";
+	d.help = "JWKS (and OIDC discovery) fetches by result: ok or error.";
+	f      = cm_metrics_family(r, &d);
+	m->jwks_ok    = cm_counter_get(f, (const char *[]) { "ok" });
+	m->jwks_error = cm_counter_get(f, (const char *[]) { "error" });
+	memset(&d, 0, sizeof(d));
+	d.name = "threadgate_auth_idp_request_duration_seconds";
+	d.help = "Duration of HTTP requests to the identity provider.";
+	d.type = CM_METRIC_HISTOGRAM;
+	d.unit = 1e-6;
+	m->idp_duration = cm_histogram_get(cm_metrics_family(r, &d), NULL);
+}
+
+void
+auth_metrics_init(void)
+{
+	pthread_once(&metrics_once, metrics_make);
+}
+
+// The cache's size, read at scrape time.
+static void
+cache_collect(void *arg, cm_mwriter *w)
+{
+	auth_server *srv = arg;
+
+	cm_mwriter_family(w, "threadgate_auth_cache_entries", "gauge",
+	    "Results held in the auth result cache.");
+	cm_mwriter_sample(w, "threadgate_auth_cache_entries", NULL, NULL,
+	    (double) auth_cache_count(srv->cache));
+}
 
 // ---------------------------------------------------------------------
 // The decision
@@ -81,16 +164,20 @@ count(cm_err rv)
 	switch (rv) {
 	case CM_OK:
 		atomic_fetch_add(&auth_g_stats.valid, 1);
+		cm_counter_inc(auth_g_metrics.outcome[0]);
 		break;
 	case CM_EAUTH:
 	case CM_EPERM:
 		atomic_fetch_add(&auth_g_stats.refused, 1);
+		cm_counter_inc(auth_g_metrics.outcome[1]);
 		break;
 	case CM_EINVAL:
 		atomic_fetch_add(&auth_g_stats.malformed, 1);
+		cm_counter_inc(auth_g_metrics.outcome[3]);
 		break;
 	default:
 		atomic_fetch_add(&auth_g_stats.unavailable, 1);
+		cm_counter_inc(auth_g_metrics.outcome[2]);
 		break;
 	}
 }
@@ -204,6 +291,7 @@ auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
 		// a caller ignore *would_block; it is not counted.
 		if (auth_cache_get(srv->cache, key, now_s, &res)) {
 			atomic_fetch_add(&auth_g_stats.cache_hits, 1);
+			cm_counter_inc(auth_g_metrics.cache_hit);
 			rv = CM_OK;
 			goto out;
 		}
@@ -222,10 +310,13 @@ auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
 	}
 	if (how == AUTH_CACHE_HIT) {
 		atomic_fetch_add(&auth_g_stats.cache_hits, 1);
+		cm_counter_inc(auth_g_metrics.cache_hit);
 		goto out;
 	}
 	atomic_fetch_add(&auth_g_stats.cache_misses, 1);
+	cm_counter_inc(auth_g_metrics.cache_miss);
 	if (how == AUTH_CACHE_SHARED) {
+		cm_counter_inc(auth_g_metrics.singleflight_waits);
 		goto out;
 	}
 
@@ -321,8 +412,13 @@ auth_rpc_authenticate(Threadgate__Auth__V1__AuthService_Service *service,
 	}
 	if (rv != CM_OK) {
 		if (rv == CM_EAUTH || rv == CM_EPERM || rv == CM_EINVAL) {
-			cm_debug(call->request_id, "authenticate refused: %s",
-			    detail);
+			// Why a caller got a 401/403/422, for whoever follows
+			// the request id (never the token itself).
+			cm_log_field f = { .key = "reason",
+				.type           = CM_LOG_F_STR,
+				.str            = cm_err_label(rv) };
+			cm_logf(CM_LOG_INFO, call->request_id, &f, 1,
+			    "authenticate refused: %s", detail);
 		} else {
 			cm_warn(call->request_id,
 			    "authenticate failed closed: %s (%s)",
@@ -430,6 +526,7 @@ auth_server_new_local(
 	if (cfg == NULL || provider == NULL || out == NULL) {
 		return (CM_EINVAL);
 	}
+	auth_metrics_init();
 	srv           = cm_xcalloc(1, sizeof(*srv));
 	srv->service  = init;
 	srv->cfg      = cfg;
@@ -454,6 +551,20 @@ on_reject(void *arg, cm_err err)
 	}
 }
 
+// The Health rpc's answer (on the rpc layer's health thread): whether
+// the provider can verify tokens now.
+static int
+health(void *arg, char *detail, size_t n)
+{
+	auth_server *srv = arg;
+
+	if (srv->provider->health == NULL) {
+		return (1);
+	}
+	return (srv->provider->health(
+	    srv->provider, srv->health_worker, detail, n));
+}
+
 cm_err
 auth_server_start(
     const auth_config *cfg, auth_provider *provider, auth_server **out)
@@ -466,7 +577,12 @@ auth_server_start(
 	if (rv != CM_OK) {
 		goto out;
 	}
+	srv->health_worker = worker_init(NULL, -1, &rv);
+	if (srv->health_worker == NULL) {
+		goto out;
+	}
 	memset(&rc, 0, sizeof(rc));
+	rc.health          = health;
 	rc.url             = cfg->listen_url;
 	rc.service         = &srv->service.base;
 	rc.nworkers        = cfg->workers;
@@ -480,6 +596,7 @@ auth_server_start(
 	if (rv != CM_OK) {
 		goto out;
 	}
+	cm_metrics_add_collector(cm_metrics_default(), cache_collect, srv);
 	*out = srv;
 	srv  = NULL;
 out:
@@ -493,7 +610,9 @@ auth_server_stop(auth_server *srv)
 	if (srv == NULL) {
 		return;
 	}
+	cm_metrics_remove_collector(cm_metrics_default(), cache_collect, srv);
 	cm_rpc_server_stop(srv->rpc);
+	worker_fini(NULL, srv->health_worker);
 	auth_cache_free(srv->cache);
 	free(srv);
 }

@@ -50,7 +50,8 @@
 // Rounds per measurement; the best one is reported.
 #define BENCH_ROUNDS 5
 
-auth_stats auth_g_stats;
+auth_stats   auth_g_stats;
+auth_metrics auth_g_metrics; // all NULL: records nothing
 
 static char bench_jwks[BENCH_JWKS_MAX];
 

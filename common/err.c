@@ -67,6 +67,32 @@ cm_strerror(cm_err err)
 	return (names[err]);
 }
 
+// Label values for metrics: the Status names of rpc.proto, lower case,
+// without the prefix.
+static const char *const label_names[CM_ERR_COUNT] = {
+	[CM_OK]        = "ok",
+	[CM_EINVAL]    = "invalid_argument",
+	[CM_ENOENT]    = "not_found",
+	[CM_EEXIST]    = "already_exists",
+	[CM_EPERM]     = "permission_denied",
+	[CM_EAUTH]     = "unauthenticated",
+	[CM_ETIMEDOUT] = "deadline_exceeded",
+	[CM_EUNAVAIL]  = "unavailable",
+	[CM_ETOOBIG]   = "too_large",
+	[CM_EINTERNAL] = "internal",
+	[CM_ENOTSUP]   = "unimplemented",
+	[CM_ECONFLICT] = "conflict",
+};
+
+const char *
+cm_err_label(cm_err err)
+{
+	if (!cm_err_valid((int) err)) {
+		return ("unknown");
+	}
+	return (label_names[err]);
+}
+
 int
 cm_err_valid(int v)
 {

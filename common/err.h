@@ -34,6 +34,14 @@ typedef enum cm_err {
 const char *cm_strerror(cm_err err);
 
 /**
+ * cm_err_label() returns a static identifier for err, the Status name of
+ * rpc.proto in lower case without its prefix ("ok", "not_found",
+ * "deadline_exceeded"...), for metric labels and log fields; "unknown"
+ * for values outside the enum. Thread-safe.
+ */
+const char *cm_err_label(cm_err err);
+
+/**
  * cm_err_from_nng() converts an NNG_E* code: 0 -> CM_OK, NNG_ETIMEDOUT ->
  * CM_ETIMEDOUT, NNG_ENOMEM -> CM_EINTERNAL, NNG_EMSGSIZE -> CM_ETOOBIG,
  * anything else (refused, closed, reset...) -> CM_EUNAVAIL.

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 //
-// JSON-lines logging to stderr (see log.h). Each line is built in a stack
-// buffer and written with a single write(2), so concurrent threads never
-// interleave within a line.
+// Logging to stderr in JSON lines or readable text (see log.h). Each line
+// is built in a stack buffer and written with a single write(2), so
+// concurrent threads never interleave within a line. The per-thread
+// request context (rid, traceparent) is a pair of thread-local borrowed
+// pointers: setting and reading it costs nothing on the hot path.
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +15,38 @@
 
 #include "common/log.h"
 
-static const char  *log_svc = "threadgate";
-static cm_log_level log_min = CM_LOG_INFO;
+static const char   *log_svc = "threadgate";
+static cm_log_level  log_min = CM_LOG_INFO;
+static cm_log_format log_fmt = CM_LOG_JSON;
+
+static _Thread_local const char *ctx_rid;
+static _Thread_local const char *ctx_tp;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+// Text format: upper case, padded to one width so messages line up.
+static const char *const level_text[] = { "DEBUG", "INFO ", "WARN ", "ERROR" };
 
 void
 cm_log_init(const char *svc, cm_log_level min_level)
 {
+	const char *f = getenv("LOG_FORMAT");
+
 	if (svc != NULL) {
 		log_svc = svc;
 	}
 	log_min = min_level;
+	log_fmt = cm_log_format_from_env();
+	if (f != NULL && f[0] != '\0' && strcasecmp(f, "json") != 0 &&
+	    strcasecmp(f, "text") != 0) {
+		cm_warn(NULL, "LOG_FORMAT=%s is not json or text; using %s", f,
+		    log_fmt == CM_LOG_TEXT ? "text" : "json");
+	}
+}
+
+const char *
+cm_log_service(void)
+{
+	return (log_svc);
 }
 
 cm_log_level
@@ -43,13 +65,161 @@ cm_log_level_from_env(void)
 	return (CM_LOG_INFO);
 }
 
-// Appends s JSON-escaped to buf at *pos, never past cap-1 bytes. Returns
-// without writing a partial escape sequence.
+cm_log_format
+cm_log_format_from_env(void)
+{
+	const char *v = getenv("LOG_FORMAT");
+
+	if (v != NULL && strcasecmp(v, "json") == 0) {
+		return (CM_LOG_JSON);
+	}
+	if (v != NULL && strcasecmp(v, "text") == 0) {
+		return (CM_LOG_TEXT);
+	}
+	return (isatty(STDERR_FILENO) ? CM_LOG_TEXT : CM_LOG_JSON);
+}
+
+void
+cm_log_set_format(cm_log_format f)
+{
+	log_fmt = f;
+}
+
+cm_log_format
+cm_log_get_format(void)
+{
+	return (log_fmt);
+}
+
+int
+cm_log_enabled(cm_log_level lvl)
+{
+	return (lvl >= log_min && lvl <= CM_LOG_ERROR);
+}
+
+// ---------------------------------------------------------------------
+// Context
+// ---------------------------------------------------------------------
+
+void
+cm_log_ctx_set(const char *rid, const char *traceparent)
+{
+	ctx_rid = rid;
+	ctx_tp  = traceparent;
+}
+
+void
+cm_log_ctx_clear(void)
+{
+	ctx_rid = NULL;
+	ctx_tp  = NULL;
+}
+
+const char *
+cm_log_ctx_rid(void)
+{
+	return (ctx_rid != NULL ? ctx_rid : "");
+}
+
+const char *
+cm_log_ctx_traceparent(void)
+{
+	return (ctx_tp != NULL ? ctx_tp : "");
+}
+
+// ---------------------------------------------------------------------
+// W3C traceparent
+// ---------------------------------------------------------------------
+
+// 1 when s[0..n) are lowercase hex digits, not all '0' when nonzero is set.
+static int
+lower_hex(const char *s, size_t n, int nonzero)
+{
+	int any = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+			return (0);
+		}
+		any |= (c != '0');
+	}
+	return (!nonzero || any);
+}
+
+cm_err
+cm_traceparent_parse(const char *in, char out[CM_TRACEPARENT_LEN + 1])
+{
+	size_t n;
+
+	out[0] = '\0';
+	if (in == NULL) {
+		return (CM_EINVAL);
+	}
+	while (*in == ' ' || *in == '\t') {
+		in++;
+	}
+	n = strlen(in);
+	while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\t')) {
+		n--;
+	}
+	// version "-" trace-id "-" parent-id "-" flags
+	if (n < CM_TRACEPARENT_LEN || !lower_hex(in, 2, 0) ||
+	    strncmp(in, "ff", 2) == 0 || in[2] != '-' ||
+	    !lower_hex(in + 3, 32, 1) || in[35] != '-' ||
+	    !lower_hex(in + 36, 16, 1) || in[52] != '-' ||
+	    !lower_hex(in + 53, 2, 0)) {
+		return (CM_EINVAL);
+	}
+	if (strncmp(in, "00", 2) == 0
+	        ? n != CM_TRACEPARENT_LEN
+	        : (n > CM_TRACEPARENT_LEN && in[CM_TRACEPARENT_LEN] != '-')) {
+		return (CM_EINVAL);
+	}
+	memcpy(out, "00", 2);
+	memcpy(out + 2, in + 2, CM_TRACEPARENT_LEN - 2);
+	out[CM_TRACEPARENT_LEN] = '\0';
+	return (CM_OK);
+}
+
+// ---------------------------------------------------------------------
+// Line building
+// ---------------------------------------------------------------------
+
+// Longest output of one JSON field value (rid, a field string): with at
+// most CM_LOG_FIELDS_MAX fields they always fit a line, so only the message
+// (written last) can be cut.
+#define LOG_VALUE_MAX 512
+
+typedef struct lbuf {
+	char  *b;
+	size_t cap; // usable bytes (room for the line end is reserved)
+	size_t pos;
+} lbuf;
+
 static void
-append_escaped(char *buf, size_t cap, size_t *pos, const char *s)
+put_raw(lbuf *l, const char *s, size_t n)
+{
+	if (l->pos + n > l->cap) {
+		n = l->cap - l->pos;
+	}
+	memcpy(l->b + l->pos, s, n);
+	l->pos += n;
+}
+
+static void
+put(lbuf *l, const char *s)
+{
+	put_raw(l, s, strlen(s));
+}
+
+// Appends s escaped for a JSON string, at most max bytes of output;
+// never a partial escape.
+static void
+put_json(lbuf *l, const char *s, size_t max)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t            p     = *pos;
+	size_t            end = l->pos + max < l->cap ? l->pos + max : l->cap;
 
 	for (; *s != '\0'; s++) {
 		unsigned char c = (unsigned char) *s;
@@ -75,68 +245,244 @@ append_escaped(char *buf, size_t cap, size_t *pos, const char *s)
 			esc[0] = (char) c;
 			n      = 1;
 		}
-		if (p + n >= cap) {
+		if (l->pos + n > end) {
 			break;
 		}
-		memcpy(buf + p, esc, n);
-		p += n;
+		memcpy(l->b + l->pos, esc, n);
+		l->pos += n;
 	}
-	*pos = p;
+}
+
+// Appends s for the text format: control bytes escaped so the event stays
+// on one line; with quote set, '"' and '\\' are escaped too.
+static void
+put_text(lbuf *l, const char *s, int quote)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char) *s;
+		char          esc[4];
+		size_t        n;
+
+		if (c == '\n') {
+			memcpy(esc, "\\n", 2);
+			n = 2;
+		} else if (c == '\t') {
+			memcpy(esc, "\\t", 2);
+			n = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			esc[0] = '\\';
+			esc[1] = 'x';
+			esc[2] = hex[c >> 4];
+			esc[3] = hex[c & 0xf];
+			n      = 4;
+		} else if (quote && (c == '"' || c == '\\')) {
+			esc[0] = '\\';
+			esc[1] = (char) c;
+			n      = 2;
+		} else {
+			esc[0] = (char) c;
+			n      = 1;
+		}
+		if (l->pos + n > l->cap) {
+			break;
+		}
+		memcpy(l->b + l->pos, esc, n);
+		l->pos += n;
+	}
+}
+
+// A text value needs quotes when empty or holding blanks, '"' or '='.
+static int
+needs_quotes(const char *s)
+{
+	if (s[0] == '\0') {
+		return (1);
+	}
+	return (strpbrk(s, " \t\"=") != NULL);
 }
 
 static void
-append_raw(char *buf, size_t cap, size_t *pos, const char *s)
+fmt_ms(char *buf, size_t len, int64_t us)
 {
-	size_t n = strlen(s);
+	int64_t a = us < 0 ? -us : us;
 
-	if (*pos + n >= cap) {
-		n = cap - *pos - 1;
+	snprintf(buf, len, "%s%lld.%03lld", us < 0 ? "-" : "",
+	    (long long) (a / 1000), (long long) (a % 1000));
+}
+
+static void
+field_value(const cm_log_field *f, char *num, size_t numlen)
+{
+	if (f->type == CM_LOG_F_MS) {
+		fmt_ms(num, numlen, f->num);
+	} else {
+		snprintf(num, numlen, "%lld", (long long) f->num);
 	}
-	memcpy(buf + *pos, s, n);
-	*pos += n;
+}
+
+static void
+build_json(lbuf *l, cm_log_level lvl, const struct timespec *now,
+    const struct tm *tm, const char *rid, const char *tp,
+    const cm_log_field *fields, size_t n, const char *msg)
+{
+	char ts[64];
+
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+	    tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour,
+	    tm->tm_min, tm->tm_sec, (long) (now->tv_nsec / 1000) % 1000000);
+	put(l, "{\"ts\":\"");
+	put(l, ts);
+	put(l, "\",\"level\":\"");
+	put(l, level_names[lvl]);
+	put(l, "\",\"svc\":\"");
+	put_json(l, log_svc, LOG_VALUE_MAX);
+	put(l, "\"");
+	if (rid != NULL && rid[0] != '\0') {
+		put(l, ",\"rid\":\"");
+		put_json(l, rid, LOG_VALUE_MAX);
+		put(l, "\"");
+	}
+	if (tp != NULL && strlen(tp) == CM_TRACEPARENT_LEN) {
+		put(l, ",\"trace_id\":\"");
+		put_raw(l, tp + 3, 32);
+		put(l, "\",\"span_id\":\"");
+		put_raw(l, tp + 36, 16);
+		put(l, "\"");
+	}
+	for (size_t i = 0; i < n; i++) {
+		char num[32];
+
+		put(l, ",\"");
+		put(l, fields[i].key);
+		put(l, "\":");
+		if (fields[i].type == CM_LOG_F_STR) {
+			put(l, "\"");
+			put_json(l, fields[i].str != NULL ? fields[i].str : "",
+			    LOG_VALUE_MAX);
+			put(l, "\"");
+		} else {
+			field_value(&fields[i], num, sizeof(num));
+			put(l, num);
+		}
+	}
+	// The message goes last: only it can be long, so a cut line is cut
+	// inside it and still closes as valid JSON.
+	put(l, ",\"msg\":\"");
+	put_json(l, msg, l->cap);
+}
+
+static void
+build_text(lbuf *l, cm_log_level lvl, const struct timespec *now,
+    const struct tm *tm, const char *rid, const char *tp,
+    const cm_log_field *fields, size_t n, const char *msg)
+{
+	char ts[64];
+
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+	    tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour,
+	    tm->tm_min, tm->tm_sec, (long) (now->tv_nsec / 1000000) % 1000);
+	put(l, ts);
+	put(l, level_text[lvl]);
+	put(l, " ");
+	put_text(l, log_svc, 0);
+	put(l, ": ");
+	put_text(l, msg, 0);
+	for (size_t i = 0; i < n; i++) {
+		char num[32];
+
+		if (fields[i].json_only) {
+			continue;
+		}
+		put(l, " ");
+		put(l, fields[i].key);
+		put(l, "=");
+		if (fields[i].type == CM_LOG_F_STR) {
+			const char *v =
+			    fields[i].str != NULL ? fields[i].str : "";
+			if (v[0] == '\0') {
+				put(l, "-");
+			} else if (needs_quotes(v)) {
+				put(l, "\"");
+				put_text(l, v, 1);
+				put(l, "\"");
+			} else {
+				put_text(l, v, 0);
+			}
+		} else {
+			field_value(&fields[i], num, sizeof(num));
+			put(l, num);
+		}
+	}
+	if (rid != NULL && rid[0] != '\0') {
+		put(l, " rid=");
+		put_text(l, rid, 0);
+	}
+	if (tp != NULL && strlen(tp) == CM_TRACEPARENT_LEN) {
+		put(l, " trace=");
+		put_raw(l, tp + 3, 32);
+	}
+}
+
+static void
+vlog(cm_log_level lvl, const char *rid, const cm_log_field *fields, size_t n,
+    const char *fmt, va_list ap)
+{
+	char            line[CM_LOG_LINE_MAX];
+	char            msg[CM_LOG_LINE_MAX];
+	struct timespec now;
+	struct tm       tm;
+	lbuf            l;
+
+	if (lvl < log_min || lvl > CM_LOG_ERROR) {
+		return;
+	}
+	(void) vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (rid == NULL || rid[0] == '\0') {
+		rid = ctx_rid;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	// Reserve room for the newline.
+	l.b   = line;
+	l.cap = sizeof(line) - 1;
+	l.pos = 0;
+	if (n > CM_LOG_FIELDS_MAX) {
+		n = CM_LOG_FIELDS_MAX;
+	}
+	if (log_fmt == CM_LOG_TEXT) {
+		build_text(&l, lvl, &now, &tm, rid, ctx_tp, fields, n, msg);
+	} else {
+		// Room for the closing quote and brace, whatever gets cut.
+		l.cap -= 2;
+		build_json(&l, lvl, &now, &tm, rid, ctx_tp, fields, n, msg);
+		line[l.pos++] = '"';
+		line[l.pos++] = '}';
+	}
+	line[l.pos++] = '\n';
+	(void) !write(STDERR_FILENO, line, l.pos);
 }
 
 void
 cm_log(cm_log_level lvl, const char *rid, const char *fmt, ...)
 {
-	char            line[CM_LOG_LINE_MAX];
-	char            msg[CM_LOG_LINE_MAX];
-	char            ts[64];
-	struct timespec now;
-	struct tm       tm;
-	size_t          pos = 0;
-	va_list         ap;
+	va_list ap;
 
-	if (lvl < log_min || lvl > CM_LOG_ERROR) {
-		return;
-	}
 	va_start(ap, fmt);
-	(void) vsnprintf(msg, sizeof(msg), fmt, ap);
+	vlog(lvl, rid, NULL, 0, fmt, ap);
 	va_end(ap);
+}
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, (long) (now.tv_nsec / 1000) % 1000000);
+void
+cm_logf(cm_log_level lvl, const char *rid, const cm_log_field *fields,
+    size_t n, const char *fmt, ...)
+{
+	va_list ap;
 
-	// Reserve room for the closing `"}\n`.
-	const size_t cap = sizeof(line) - 3;
-	append_raw(line, cap, &pos, "{\"ts\":\"");
-	append_raw(line, cap, &pos, ts);
-	append_raw(line, cap, &pos, "\",\"level\":\"");
-	append_raw(line, cap, &pos, level_names[lvl]);
-	append_raw(line, cap, &pos, "\",\"svc\":\"");
-	append_escaped(line, cap, &pos, log_svc);
-	if (rid != NULL && rid[0] != '\0') {
-		append_raw(line, cap, &pos, "\",\"rid\":\"");
-		append_escaped(line, cap, &pos, rid);
-	}
-	append_raw(line, cap, &pos, "\",\"msg\":\"");
-	append_escaped(line, cap, &pos, msg);
-	memcpy(line + pos, "\"}\n", 3);
-	pos += 3;
-	(void) !write(STDERR_FILENO, line, pos);
+	va_start(ap, fmt);
+	vlog(lvl, rid, fields, n, fmt, ap);
+	va_end(ap);
 }
 
 void

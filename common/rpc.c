@@ -24,6 +24,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/rpc.h"
 #include "common/xalloc.h"
 #include "proto/rpc.pb-c.h"
@@ -81,6 +82,10 @@ struct rpc_ctx {
 	const ProtobufCMethodDescriptor *method;
 	cm_rpc_call                      call;
 	rpc_ctx                         *next; // lane queue link
+	// Observability of the call in progress (see obs_begin()).
+	int64_t t0_us; // monotonic start
+	size_t  midx;  // method index for the metrics tables
+	char    tp[CM_TRACEPARENT_LEN + 1];
 };
 
 // A lane: a FIFO of offloaded calls and the threads that run them.
@@ -102,12 +107,45 @@ typedef struct rpc_lane {
 	int             stop;
 } rpc_lane;
 
+// The rpc-layer metrics of one server: every series is looked up once at
+// start (obs_init()), so recording is a few relaxed atomic adds.
+typedef enum {
+	OBS_MALFORMED = 0,
+	OBS_UNKNOWN_METHOD,
+	OBS_DEADLINE,
+	OBS_N_
+} obs_reason;
+
+typedef struct rpc_obs {
+	size_t         nmethods; // service methods, then Health, then unknown
+	cm_counter   **requests; // [nmethods * CM_ERR_COUNT]
+	cm_histogram **duration; // [nmethods]
+	cm_counter    *rejected[OBS_N_];
+	cm_gauge      *in_flight;
+	cm_gauge      *serving;
+} rpc_obs;
+
+// The health state the Health rpc answers from (see health_main()).
+typedef struct rpc_health {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	pthread_t       thread;
+	int             running; // the thread was started
+	int             stop;
+	int             status; // a ServingStatus value
+	char            detail[CM_RPC_DETAIL_MAX];
+} rpc_health;
+
 struct cm_rpc_server {
 	cm_rpc_server_config cfg;
 	nng_socket           sock;
 	rpc_ctx             *ctxs;
 	rpc_lane             lanes[CM_RPC_MAX_LANES];
 	atomic_int           stopping;
+	rpc_obs              obs;
+	rpc_health           health;
+	cm_metrics_http
+	    *mh; // METRICS_ADDR listener, when this server started it
 };
 
 // Output of one handler invocation, filled by the closure.
@@ -199,6 +237,340 @@ ctx_reply(rpc_ctx *c, nng_msg *reply)
 	nng_ctx_send(c->ctx, c->aio);
 }
 
+// ---------------------------------------------------------------------
+// Observability: rpc metrics, the Health rpc, trace context
+// ---------------------------------------------------------------------
+
+static const char *const obs_reason_names[OBS_N_] = { "malformed",
+	"unknown_method", "deadline" };
+
+static int64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
+static const char *
+obs_method_name(const cm_rpc_server *srv, size_t m)
+{
+	const ProtobufCServiceDescriptor *sd = srv->cfg.service->descriptor;
+
+	if (m < sd->n_methods) {
+		return (sd->methods[m].name);
+	}
+	return (m == sd->n_methods ? CM_RPC_HEALTH_METHOD : "unknown");
+}
+
+// Registers the server's families and looks every series up once.
+static void
+obs_init(cm_rpc_server *srv)
+{
+	static const char *const l_req[] = { "service", "method", "status",
+		NULL };
+	static const char *const l_dur[] = { "service", "method", NULL };
+	static const char *const l_rej[] = { "service", "reason", NULL };
+	static const char *const l_svc[] = { "service", NULL };
+	const char *svc = srv->cfg.service->descriptor->short_name;
+	cm_metrics *r =
+	    srv->cfg.metrics != NULL ? srv->cfg.metrics : cm_metrics_default();
+	rpc_obs       *o        = &srv->obs;
+	cm_metric_desc d_req    = { 0 };
+	cm_metric_desc d_dur    = { 0 };
+	cm_metric_desc d_rej    = { 0 };
+	cm_metric_desc d_flight = { 0 };
+	cm_metric_desc d_serve  = { 0 };
+	cm_mfamily    *f_req, *f_dur, *f_rej;
+
+	d_req.name      = "threadgate_rpc_server_requests_total";
+	d_req.help      = "Rpc requests answered, by method and status.";
+	d_req.type      = CM_METRIC_COUNTER;
+	d_req.labels    = l_req;
+	d_req.sparse    = 1;
+	d_dur.name      = "threadgate_rpc_server_request_duration_seconds";
+	d_dur.help      = "Time from receiving an rpc request to sending its "
+	                  "reply (queueing included), by method.";
+	d_dur.type      = CM_METRIC_HISTOGRAM;
+	d_dur.labels    = l_dur;
+	d_dur.unit      = 1e-6;
+	d_dur.sparse    = 1;
+	d_rej.name      = "threadgate_rpc_server_rejected_total";
+	d_rej.help      = "Rpc requests refused before any handler ran: "
+	                  "undecodable, unknown method, or deadline already "
+	                  "passed (also while queued).";
+	d_rej.type      = CM_METRIC_COUNTER;
+	d_rej.labels    = l_rej;
+	d_flight.name   = "threadgate_rpc_server_in_flight";
+	d_flight.help   = "Rpc requests received and not yet answered.";
+	d_flight.type   = CM_METRIC_GAUGE;
+	d_flight.labels = l_svc;
+	d_serve.name    = "threadgate_rpc_server_serving";
+	d_serve.help    = "1 when the last health check said serving, else 0.";
+	d_serve.type    = CM_METRIC_GAUGE;
+	d_serve.labels  = l_svc;
+
+	f_req       = cm_metrics_family(r, &d_req);
+	f_dur       = cm_metrics_family(r, &d_dur);
+	f_rej       = cm_metrics_family(r, &d_rej);
+	o->nmethods = srv->cfg.service->descriptor->n_methods + 2;
+	o->requests =
+	    cm_xcalloc(o->nmethods * CM_ERR_COUNT, sizeof(cm_counter *));
+	o->duration = cm_xcalloc(o->nmethods, sizeof(cm_histogram *));
+	for (size_t m = 0; m < o->nmethods; m++) {
+		const char *v[3] = { svc, obs_method_name(srv, m), NULL };
+
+		for (int st = 0; st < CM_ERR_COUNT; st++) {
+			v[2] = cm_err_label((cm_err) st);
+			o->requests[m * CM_ERR_COUNT + (size_t) st] =
+			    cm_counter_get(f_req, v);
+		}
+		o->duration[m] = cm_histogram_get(f_dur, v);
+	}
+	for (int i = 0; i < OBS_N_; i++) {
+		const char *v[2] = { svc, obs_reason_names[i] };
+		o->rejected[i]   = cm_counter_get(f_rej, v);
+	}
+	o->in_flight = cm_gauge_get(cm_metrics_family(r, &d_flight), &svc);
+	o->serving   = cm_gauge_get(cm_metrics_family(r, &d_serve), &svc);
+}
+
+static void
+obs_fini(cm_rpc_server *srv)
+{
+	free(srv->obs.requests);
+	free(srv->obs.duration);
+}
+
+// A request arrived on c: start its clock. The method is "unknown" until
+// the envelope names a known one.
+static void
+obs_begin(rpc_ctx *c)
+{
+	c->t0_us = mono_us();
+	c->midx  = c->srv->obs.nmethods - 1;
+	c->tp[0] = '\0';
+	cm_gauge_add(c->srv->obs.in_flight, 1);
+}
+
+// The request on c is answered with st (rejected: refused before any
+// handler ran). Call before ctx_reply(): rid may point into the request.
+static void
+obs_end(rpc_ctx *c, const char *rid, cm_err st, int rejected)
+{
+	rpc_obs *o  = &c->srv->obs;
+	int64_t  us = mono_us() - c->t0_us;
+
+	if (!cm_err_valid((int) st)) {
+		st = CM_EINTERNAL;
+	}
+	cm_counter_inc(o->requests[c->midx * CM_ERR_COUNT + (size_t) st]);
+	cm_histogram_observe(o->duration[c->midx], (uint64_t) us);
+	if (rejected) {
+		cm_counter_inc(
+		    o->rejected[st == CM_ENOTSUP ? OBS_UNKNOWN_METHOD
+		            : st == CM_ETIMEDOUT ? OBS_DEADLINE
+		                                 : OBS_MALFORMED]);
+	}
+	cm_gauge_add(o->in_flight, -1);
+	if (cm_log_enabled(CM_LOG_DEBUG)) {
+		cm_log_ctx_set(rid, c->tp);
+		cm_debug(rid, "rpc %s %s %lldus",
+		    obs_method_name(c->srv, c->midx), cm_err_label(st),
+		    (long long) us);
+		cm_log_ctx_clear();
+	}
+}
+
+// Keeps the envelope's traceparent when it is valid (else none).
+static void
+obs_trace(rpc_ctx *c)
+{
+	if (c->req->traceparent != NULL && c->req->traceparent[0] != '\0') {
+		(void) cm_traceparent_parse(c->req->traceparent, c->tp);
+	}
+}
+
+static void
+health_set(cm_rpc_server *srv, int status, const char *detail)
+{
+	rpc_health *h = &srv->health;
+
+	pthread_mutex_lock(&h->mu);
+	h->status = status;
+	snprintf(
+	    h->detail, sizeof(h->detail), "%s", detail != NULL ? detail : "");
+	pthread_mutex_unlock(&h->mu);
+	cm_gauge_set(srv->obs.serving,
+	    status ==
+	        THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING);
+}
+
+// The health thread: runs the service's check at start and then every
+// interval, and keeps the result for the Health rpc.
+static void *
+health_main(void *arg)
+{
+	cm_rpc_server *srv   = arg;
+	rpc_health    *h     = &srv->health;
+	int            last  = -1;
+	int64_t        every = srv->cfg.health_interval_ms > 0
+	           ? srv->cfg.health_interval_ms
+	           : CM_RPC_HEALTH_INTERVAL_MS;
+
+	pthread_mutex_lock(&h->mu);
+	while (!h->stop) {
+		char            detail[CM_RPC_DETAIL_MAX] = "";
+		struct timespec ts;
+		int             ok;
+
+		pthread_mutex_unlock(&h->mu);
+		ok =
+		    srv->cfg.health(srv->cfg.arg, detail, sizeof(detail)) != 0;
+		if (!ok && detail[0] == '\0') {
+			snprintf(
+			    detail, sizeof(detail), "health check failed");
+		}
+		if (ok != last) {
+			if (ok) {
+				cm_info(NULL, "health: serving");
+			} else {
+				cm_warn(
+				    NULL, "health: not serving: %s", detail);
+			}
+			last = ok;
+		}
+		pthread_mutex_lock(&h->mu);
+		if (h->stop) {
+			break;
+		}
+		pthread_mutex_unlock(&h->mu);
+		health_set(srv,
+		    ok ? THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING
+		       : THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING,
+		    ok ? "" : detail);
+		pthread_mutex_lock(&h->mu);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t) (every / 1000);
+		ts.tv_nsec += (long) (every % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (!h->stop &&
+		    pthread_cond_timedwait(&h->cv, &h->mu, &ts) == 0) {
+			// woken early: re-check stop, keep the deadline
+		}
+	}
+	pthread_mutex_unlock(&h->mu);
+	return (NULL);
+}
+
+static void
+health_init(cm_rpc_server *srv)
+{
+	rpc_health        *h = &srv->health;
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (srv->cfg.health == NULL) {
+		// No check: serving whenever the server runs.
+		health_set(srv,
+		    THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING,
+		    "");
+	} else {
+		health_set(srv,
+		    THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_UNKNOWN,
+		    "starting");
+	}
+}
+
+static cm_err
+health_start(cm_rpc_server *srv)
+{
+	if (srv->cfg.health == NULL) {
+		return (CM_OK);
+	}
+	if (pthread_create(&srv->health.thread, NULL, health_main, srv) != 0) {
+		return (CM_EINTERNAL);
+	}
+	srv->health.running = 1;
+	return (CM_OK);
+}
+
+// Stops the health thread (if any); from now on Health says NOT_SERVING.
+static void
+health_stop(cm_rpc_server *srv)
+{
+	rpc_health *h = &srv->health;
+
+	pthread_mutex_lock(&h->mu);
+	h->stop = 1;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	if (h->running) {
+		pthread_join(h->thread, NULL);
+		h->running = 0;
+	}
+	health_set(srv,
+	    THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING,
+	    "shutting down");
+}
+
+static void
+health_fini(cm_rpc_server *srv)
+{
+	pthread_cond_destroy(&srv->health.cv);
+	pthread_mutex_destroy(&srv->health.mu);
+}
+
+void
+cm_rpc_server_set_serving(cm_rpc_server *srv, int serving, const char *detail)
+{
+	if (srv == NULL) {
+		return;
+	}
+	health_set(srv,
+	    serving
+	        ? THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING
+	        : THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING,
+	    serving ? "" : (detail != NULL ? detail : "not serving"));
+}
+
+// Answers a Health request on c from the last check's result.
+static void
+health_reply(rpc_ctx *c, const char *rid)
+{
+	cm_rpc_server                   *srv = c->srv;
+	Threadgate__Rpc__V1__HealthReply r =
+	    THREADGATE__RPC__V1__HEALTH_REPLY__INIT;
+	char     detail[CM_RPC_DETAIL_MAX];
+	uint8_t *buf;
+	size_t   len;
+	nng_msg *m;
+
+	pthread_mutex_lock(&srv->health.mu);
+	r.status = (Threadgate__Rpc__V1__ServingStatus) srv->health.status;
+	memcpy(detail, srv->health.detail, sizeof(detail));
+	pthread_mutex_unlock(&srv->health.mu);
+	r.detail  = detail;
+	r.service = (char *) srv->cfg.service->descriptor->name;
+	r.version = (char *) TG_VERSION;
+	len       = threadgate__rpc__v1__health_reply__get_packed_size(&r);
+	buf       = cm_xmalloc(len);
+	threadgate__rpc__v1__health_reply__pack(&r, buf);
+	c->midx = srv->cfg.service->descriptor->n_methods;
+	obs_end(c, rid, CM_OK, 0);
+	m = response_msg(CM_OK, "", rid, buf, len);
+	free(buf);
+	ctx_reply(c, m);
+}
+
 static cm_err enqueue(rpc_ctx *c, int lane);
 
 // Invokes the handler for the call in c with the given worker state (on
@@ -215,8 +587,10 @@ ctx_invoke(rpc_ctx *c, void *state, int index, int lane)
 	c->call.blocking_ok  = (lane >= 0);
 	c->call.lane         = lane;
 	c->call.priv         = &co;
+	cm_log_ctx_set(c->call.request_id, c->call.traceparent);
 	svc->invoke(svc, (unsigned) (c->method - svc->descriptor->methods),
 	    c->input, handler_closure, &c->call);
+	cm_log_ctx_clear();
 	if (co.offload_lane >= 0 && !co.called) {
 		cm_err err = enqueue(c, co.offload_lane);
 
@@ -237,6 +611,7 @@ ctx_invoke(rpc_ctx *c, void *state, int index, int lane)
 		    c->method->name, cm_strerror(c->call.status),
 		    c->call.detail);
 	}
+	obs_end(c, c->call.request_id, c->call.status, 0);
 	ctx_reply(c,
 	    response_msg(c->call.status, c->call.detail, c->call.request_id,
 	        co.buf, co.len));
@@ -252,11 +627,13 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 	cm_err         err = CM_OK;
 	char           detail[CM_RPC_DETAIL_MAX];
 
+	obs_begin(c);
 	c->req = threadgate__rpc__v1__request__unpack(
 	    NULL, nng_msg_len(msg), nng_msg_body(msg));
 	nng_msg_free(msg);
 	if (c->req == NULL) {
 		reject(srv, CM_EINVAL);
+		obs_end(c, "", CM_EINVAL, 1);
 		ctx_reply(c,
 		    response_msg(CM_EINVAL, "undecodable request envelope", "",
 		        NULL, 0));
@@ -264,6 +641,11 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 	}
 	if (strlen(c->req->request_id) <= CM_RID_MAX) {
 		rid = c->req->request_id;
+	}
+	obs_trace(c);
+	if (strcmp(c->req->method, CM_RPC_HEALTH_METHOD) == 0) {
+		health_reply(c, rid);
+		return;
 	}
 	if (strlen(c->req->method) > CM_RPC_METHOD_MAX ||
 	    (c->method = protobuf_c_service_descriptor_get_method_by_name(
@@ -283,13 +665,19 @@ ctx_request(rpc_ctx *c, nng_msg *msg)
 		snprintf(detail, sizeof(detail), "undecodable %s payload",
 		    c->method->name);
 	}
+	if (c->method != NULL) {
+		c->midx = (size_t) (c->method -
+		    srv->cfg.service->descriptor->methods);
+	}
 	if (err != CM_OK) {
 		reject(srv, err);
+		obs_end(c, rid, err, 1);
 		ctx_reply(c, response_msg(err, detail, rid, NULL, 0));
 		return;
 	}
 	memset(&c->call, 0, sizeof(c->call));
 	c->call.request_id  = rid;
+	c->call.traceparent = c->tp;
 	c->call.deadline_ms = c->req->deadline_unix_ms;
 	c->call.status      = CM_OK;
 	ctx_invoke(c, c->state, c->index, -1);
@@ -437,6 +825,7 @@ lane_main(void *arg)
 
 		if (c->call.deadline_ms != 0 &&
 		    cm_now_ms() >= c->call.deadline_ms) {
+			obs_end(c, c->call.request_id, CM_ETIMEDOUT, 1);
 			ctx_reply(c,
 			    response_msg(CM_ETIMEDOUT,
 			        "deadline passed while queued",
@@ -457,6 +846,9 @@ lane_main(void *arg)
 static void
 server_free(cm_rpc_server *srv)
 {
+	health_stop(srv);
+	cm_metrics_serve_env_stop(srv->mh);
+
 	// Order matters with nng 1.5.2, which crashes when a socket closes
 	// under an operation in progress: stop receiving, let the lane
 	// threads finish their call (they may still send its reply), stop
@@ -508,6 +900,8 @@ server_free(cm_rpc_server *srv)
 		free(lane->state);
 		free(lane->threads);
 	}
+	health_fini(srv);
+	obs_fini(srv);
 	free(srv->ctxs);
 	free(srv);
 }
@@ -547,6 +941,8 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	srv->cfg  = *cfg;
 	srv->ctxs = cm_xcalloc((size_t) cfg->nworkers, sizeof(rpc_ctx));
 	atomic_init(&srv->stopping, 0);
+	obs_init(srv);
+	health_init(srv);
 
 	// Worker states first, in the documented index order: a failing
 	// worker_init aborts before anything listens.
@@ -624,6 +1020,14 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	}
 	for (int i = 0; i < cfg->nworkers; i++) {
 		nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
+	}
+	err = health_start(srv);
+	if (err != CM_OK) {
+		goto fail;
+	}
+	err = cm_metrics_serve_env(cm_log_service(), &srv->mh);
+	if (err != CM_OK) {
+		goto fail;
 	}
 	*out = srv;
 	return (CM_OK);

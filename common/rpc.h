@@ -31,6 +31,26 @@
 // stop answering, and re-sends a call to another replica when that is
 // safe (see cm_rpc_call_opts). Every call carries one deadline; the async
 // call runs entirely in nng callbacks and never blocks a thread.
+//
+// Observability, the same for every service without touching its
+// service descriptor:
+//  - Health: the server answers method "Health" itself (HealthRequest /
+//    HealthReply in rpc.proto) from the last result of the config's health
+//    callback, which runs on the server's own thread; cm_rpc_health() and
+//    cm_rpc_health_check_main() are the client side (--health-check).
+//  - Metrics, in cfg.metrics (default: cm_metrics_default()):
+//      threadgate_rpc_server_requests_total{service,method,status}
+//      threadgate_rpc_server_request_duration_seconds{service,method}
+//      threadgate_rpc_server_rejected_total{service,reason}
+//      threadgate_rpc_server_in_flight{service}
+//      threadgate_rpc_server_serving{service}
+//    service is the descriptor's short name ("ThreadService"), method a
+//    name from the descriptor, "Health" or "unknown", status a
+//    cm_err_label(), reason malformed | unknown_method | deadline.
+//  - Logs: while a handler runs, its thread's log context holds the
+//    request id and the envelope's traceparent (cm_log_ctx_set()), so every
+//    line it logs carries them; each request ends with a debug line
+//    "rpc <method> <status> <duration>".
 #ifndef CM_RPC_H
 #define CM_RPC_H
 
@@ -40,6 +60,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "common/err.h"
+#include "common/metrics.h"
 #include "common/util.h"
 
 // Largest nng message accepted on any socket (NNG_OPT_RECVMAXSZ). Request
@@ -54,6 +75,15 @@
 #define CM_RPC_MAX_WORKERS 256
 // Most lanes (blocking thread pools) a server may have.
 #define CM_RPC_MAX_LANES 4
+// The method name of the Health rpc every server answers itself.
+#define CM_RPC_HEALTH_METHOD "Health"
+// Default time between two runs of a server's health callback, ms: a
+// failing dependency is noticed within a second, and a check costs at
+// most one ping a second.
+#define CM_RPC_HEALTH_INTERVAL_MS 1000
+// Default deadline of a --health-check call, ms: well under the usual
+// 5 s probe timeout, and 1 s more than the client's wait for a connection.
+#define CM_RPC_HEALTH_TIMEOUT_MS 2000
 
 // ---------------------------------------------------------------------
 // Server
@@ -68,6 +98,7 @@ typedef struct cm_rpc_server cm_rpc_server;
  */
 typedef struct cm_rpc_call {
 	const char *request_id;  // borrowed; "" when the client sent none
+	const char *traceparent; // borrowed; validated W3C value or ""
 	int64_t     deadline_ms; // Unix ms; 0 = none
 	void       *worker;      // the worker state from worker_init of the
 	                         // context (inline) or lane thread
@@ -124,15 +155,31 @@ typedef struct cm_rpc_server_config {
 	// not block.
 	void (*on_reject)(void *arg, cm_err err);
 	void *arg;
+	// Optional: the service's health check, the answer to the Health rpc.
+	// Returns 1 when the service can serve, else 0 with the reason in
+	// detail (n bytes; client-safe text). Runs on the server's own health
+	// thread - once at start, then every health_interval_ms - never on
+	// the request path, so it may block briefly (a database ping), but
+	// should return within a second. Without it the server answers
+	// SERVING whenever it runs. arg is cfg.arg.
+	int (*health)(void *arg, char *detail, size_t n);
+	// Milliseconds between health checks; 0 = CM_RPC_HEALTH_INTERVAL_MS.
+	int health_interval_ms;
+	// Optional: where the rpc metrics go; NULL = cm_metrics_default().
+	cm_metrics *metrics;
 } cm_rpc_server_config;
 
 /**
  * cm_rpc_server_start() opens the REP socket, listens on cfg->url (with
  * NNG_OPT_RECVMAXSZ = CM_RPC_MAX_MSG), runs every worker_init and starts
- * the workers. Returns CM_OK and the server in *out, CM_EINVAL for a bad
- * config, CM_EUNAVAIL when the URL cannot be listened on (in use, bad
- * path), or the error a worker_init reported. *out is written only on
- * success. For an ipc:// URL a stale socket file is replaced.
+ * the workers and the health thread. When METRICS_ADDR is set and the
+ * process has not started its metrics listener yet, it starts it
+ * (cm_metrics_serve_env() with the cm_log_init() service name; stopped
+ * with the server), so a service has /metrics without code of its own.
+ * Returns CM_OK and the server in *out, CM_EINVAL for a bad config or
+ * METRICS_ADDR, CM_EUNAVAIL when the URL (or METRICS_ADDR) cannot be
+ * listened on (in use, bad path), or the error a worker_init reported. *out is
+ * written only on success. For an ipc:// URL a stale socket file is replaced.
  */
 cm_err cm_rpc_server_start(
     const cm_rpc_server_config *cfg, cm_rpc_server **out);
@@ -145,6 +192,14 @@ cm_err cm_rpc_server_start(
  * a handler).
  */
 void cm_rpc_server_stop(cm_rpc_server *srv);
+
+/**
+ * cm_rpc_server_set_serving() overrides the health result until the next
+ * check (serving 0: NOT_SERVING with detail, e.g. "shutting down"); a
+ * stopping server answers NOT_SERVING by itself. Thread-safe.
+ */
+void cm_rpc_server_set_serving(
+    cm_rpc_server *srv, int serving, const char *detail);
 
 /**
  * cm_rpc_offload() asks for the call's handler to be invoked again on a
@@ -203,12 +258,14 @@ cm_rpc_call_of(void *closure_data)
 #define CM_RPC_MAX_REPLICAS 64
 // Longest numeric address text a resolver hands back (INET6_ADDRSTRLEN).
 #define CM_RPC_ADDR_MAX 46
-// Default stall time, ms: a replica with calls outstanding that has not
-// answered anything for this long is probed, and when the probe is not
-// answered within as long again it counts as stalled (stopped, hung,
-// partitioned): it gets no new calls, and its re-sendable calls go to
-// another replica. Well above a healthy replica's p99 (a few ms), well
-// under the gateway's deadlines (3 s auth, 5 s threads).
+// Default stall time, ms. The client probes every replica with a Health
+// call every CM_RPC_HEALTH_INTERVAL_MS, and at once when one with calls
+// outstanding has answered nothing for this long. A probe not answered
+// within this long marks the replica stalled (stopped, hung, partitioned):
+// it gets no new calls while another replica is healthy, and its
+// re-sendable calls go to another replica. A replica answering NOT_SERVING
+// is avoided the same way. Well above a healthy replica's p99 (a few ms),
+// well under the gateway's deadlines (3 s auth, 5 s threads).
 #define CM_RPC_STALL_MS 250
 // Default time between DNS re-resolutions of host names, ms: a pod added
 // to or removed from a Kubernetes headless Service is dialled or dropped
@@ -301,10 +358,12 @@ uint64_t cm_rpc_key(uint64_t seed, const void *data, size_t len);
  * so a per-replica cache keeps hitting. 0 = the least loaded replica.
  */
 typedef struct cm_rpc_call_opts {
-	const char *request_id; // NULL = none; at most CM_RID_MAX bytes
-	int         timeout_ms; // the whole call, every attempt; > 0
-	int         idempotent; // see above
-	uint64_t    affinity;   // see above
+	const char *request_id;  // NULL = none; at most CM_RID_MAX bytes
+	const char *traceparent; // NULL or "" = none; a value validated
+	                         // with cm_traceparent_parse()
+	int      timeout_ms;     // the whole call, every attempt; > 0
+	int      idempotent;     // see above
+	uint64_t affinity;       // see above
 } cm_rpc_call_opts;
 
 /**
@@ -352,6 +411,7 @@ typedef struct cm_rpc_replica_stat {
 	char     url[CM_RPC_URL_MAX]; // what is dialled
 	int      connected;           // a connection is up
 	int      stalled;             // avoided: not answering, or failing
+	int      serving;             // its last Health answer
 	int      in_flight;           // calls at it now
 	uint64_t sent;                // attempts sent to it
 	uint64_t answered;            // replies received from it
@@ -365,6 +425,16 @@ typedef struct cm_rpc_replica_stat {
  */
 size_t cm_rpc_client_stats(
     cm_rpc_client *c, cm_rpc_replica_stat *out, size_t max);
+
+/**
+ * cm_rpc_call_async_traced() is cm_rpc_call_async() that also sends
+ * traceparent (a value validated with cm_traceparent_parse(); NULL or ""
+ * for none) in the envelope.
+ */
+cm_err cm_rpc_call_async_traced(cm_rpc_client *c, const char *method,
+    const char *request_id, const char *traceparent, int timeout_ms,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
+    cm_rpc_done_fn done, void *arg);
 
 /**
  * cm_rpc_call_sync() is the blocking form for tests and tools (never use
@@ -388,5 +458,40 @@ cm_err cm_rpc_call_raw_sync(cm_rpc_client *c, const char *method,
     const char *request_id, int64_t deadline_unix_ms, const void *payload,
     size_t payload_len, int timeout_ms, void **payload_out,
     size_t *payload_len_out, char *detail, size_t detail_len);
+
+// ---------------------------------------------------------------------
+// Health (client side)
+// ---------------------------------------------------------------------
+
+/**
+ * cm_rpc_health() asks the replicas behind c, one after the other
+ * (connected ones first), whether they are serving, until one says yes,
+ * waiting at most timeout_ms in all (blocking: never on an nng callback or
+ * HTTP thread). Returns CM_OK when one answered SERVING; CM_EUNAVAIL when
+ * none did and at least one answered NOT_SERVING/UNKNOWN (detail: its
+ * reason), or none could be reached; CM_ETIMEDOUT when a connected
+ * replica did not answer in time; CM_EINTERNAL for an undecodable answer.
+ * detail (may be NULL) always gets a reason.
+ */
+cm_err cm_rpc_health(cm_rpc_client *c, const char *request_id, int timeout_ms,
+    char *detail, size_t detail_len);
+
+/**
+ * cm_rpc_dial_url() turns a listen URL into one to dial from the same
+ * host: a wildcard or empty tcp host (0.0.0.0, *, "", [::]) becomes the
+ * loopback address; anything else is copied. Returns CM_OK, or CM_ETOOBIG
+ * when out (len bytes) is too small.
+ */
+cm_err cm_rpc_dial_url(const char *listen_url, char *out, size_t len);
+
+/**
+ * cm_rpc_health_check_main() is the --health-check mode of a service
+ * binary (a Kubernetes exec probe, a Docker HEALTHCHECK): it dials the
+ * service's own listen URL (see cm_rpc_dial_url()), calls Health with a
+ * timeout_ms deadline (0 = CM_RPC_HEALTH_TIMEOUT_MS), prints "serving" or
+ * "not serving: <reason>" on stdout and returns the exit code: 0 serving,
+ * 1 not serving or unreachable, 2 for a malformed URL.
+ */
+int cm_rpc_health_check_main(const char *listen_url, int timeout_ms);
 
 #endif // CM_RPC_H

@@ -124,7 +124,7 @@ struct rpc_op {
 	int64_t        deadline; // monotonic ms
 	int            idempotent;
 	uint64_t       affinity;
-	rpc_replica   *pinned;                  // probes: only this replica
+	uint64_t       pin;                     // probes: only this replica id
 	uint64_t       tried[RPC_MAX_ATTEMPTS]; // replica ids
 	int            ntried;
 	int            abandon; // ABANDON_*, under c->mu
@@ -165,6 +165,7 @@ struct rpc_replica {
 	// Under c->mu:
 	int        inflight;
 	int        stalled;
+	int        serving; // last Health answer was not NOT_SERVING
 	int        probing;
 	int64_t    probe_t0;
 	int64_t    last_progress; // last answer, or start of a busy spell
@@ -442,6 +443,8 @@ replica_open(cm_rpc_client *c, const char *url, uint32_t entries)
 	r->hash          = cm_rpc_key(0, r->url, strlen(r->url));
 	r->entries       = entries;
 	r->last_progress = cm_mono_ms();
+	r->probe_t0      = r->last_progress; // first Health in an interval
+	r->serving       = 1;
 	atomic_init(&r->npipes, 0);
 	atomic_init(&r->epoch, 0);
 	if ((rv = nng_req0_open(&r->sock)) != 0) {
@@ -503,14 +506,15 @@ slot_take(rpc_replica *r)
 // Choosing a replica
 // ---------------------------------------------------------------------
 
-// 0: healthy; 1: connected but stalled or failing; 2: not connected.
+// 0: healthy; 1: connected but stalled, not serving or failing; 2: not
+// connected.
 static int
 tier(const rpc_replica *r, int64_t now)
 {
 	if (!connected(r)) {
 		return (2);
 	}
-	return ((r->stalled || r->eject_until > now) ? 1 : 0);
+	return ((r->stalled || !r->serving || r->eject_until > now) ? 1 : 0);
 }
 
 static int
@@ -535,8 +539,14 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
 	int          n     = c->nreps;
 	unsigned     start;
 
-	if (op->pinned != NULL) {
-		return (op->pinned->removed ? NULL : op->pinned);
+	if (op->pin != 0) {
+		for (int i = 0; i < n; i++) {
+			if (c->reps[i]->id == op->pin &&
+			    !c->reps[i]->removed && !tried(op, c->reps[i])) {
+				return (c->reps[i]);
+			}
+		}
+		return (NULL);
 	}
 	for (int i = 0; i < n; i++) {
 		rpc_replica *r = c->reps[i];
@@ -672,7 +682,7 @@ op_get_locked(cm_rpc_client *c)
 	op->next       = NULL;
 	op->ntried     = 0;
 	op->abandon    = ABANDON_NONE;
-	op->pinned     = NULL;
+	op->pin        = 0;
 	op->affinity   = 0;
 	op->idempotent = 0;
 	op->desc       = NULL;
@@ -724,15 +734,17 @@ grow(uint8_t **buf, size_t *cap, size_t need)
 
 // Packs op's envelope. CM_EINVAL for a bad method or request id.
 static cm_err
-op_pack(rpc_op *op, const char *method, const char *rid, int64_t deadline_unix,
-    const uint8_t *payload, size_t plen)
+op_pack(rpc_op *op, const char *method, const char *rid, const char *tp,
+    int64_t deadline_unix, const uint8_t *payload, size_t plen)
 {
 	rpc_request req = THREADGATE__RPC__V1__REQUEST__INIT;
 
 	if (method == NULL || strlen(method) > CM_RPC_METHOD_MAX ||
-	    (rid != NULL && strlen(rid) > CM_RID_MAX)) {
+	    (rid != NULL && strlen(rid) > CM_RID_MAX) ||
+	    (tp != NULL && strlen(tp) > CM_TRACEPARENT_LEN)) {
 		return (CM_EINVAL);
 	}
+	req.traceparent = (char *) (tp != NULL ? tp : "");
 	snprintf(op->method, sizeof(op->method), "%s", method);
 	snprintf(op->rid, sizeof(op->rid), "%s", rid != NULL ? rid : "");
 	req.method           = op->method;
@@ -834,7 +846,7 @@ abandon_calls(rpc_replica *r, int why, int64_t now, int tick_ms)
 		rpc_op   *op   = s->op;
 		int       lost = s->epoch != ep && now - s->t0 >= tick_ms;
 
-		if (op == NULL || op->pinned != NULL) {
+		if (op == NULL || op->pin != 0) {
 			continue;
 		}
 		if (!s->recv) {
@@ -959,7 +971,7 @@ slot_cb(void *arg)
 			r->eject_until = now + c->opts.stall_ms;
 		}
 	}
-	if (m != NULL && !c->closing && op->pinned == NULL &&
+	if (m != NULL && !c->closing && op->pin == 0 &&
 	    op->deadline - now >= RPC_RETRY_MIN_MS) {
 		ns = attempt_prepare(c, op, now);
 		if (ns != NULL) {
@@ -995,9 +1007,21 @@ slot_cb(void *arg)
 static void
 probe_done(void *arg, const rpc_result *res)
 {
-	rpc_replica   *r = arg;
-	cm_rpc_client *c = r->c;
+	rpc_replica                      *r       = arg;
+	cm_rpc_client                    *c       = r->c;
+	int                               serving = 1;
+	Threadgate__Rpc__V1__HealthReply *hr      = NULL;
 
+	if (res->answered && res->st == CM_OK) {
+		hr = threadgate__rpc__v1__health_reply__unpack(
+		    NULL, res->len, res->payload);
+		// Only an explicit NOT_SERVING counts: UNKNOWN is a server
+		// between start and its first check, and a server without
+		// Health (CM_ENOTSUP) is alive, which is what a probe asks.
+		serving = hr == NULL ||
+		    hr->status !=
+		        THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+	}
 	pthread_mutex_lock(&c->mu);
 	r->probing = 0;
 	if (res->answered) {
@@ -1005,17 +1029,26 @@ probe_done(void *arg, const rpc_result *res)
 			cm_info(NULL, "rpc: replica %s answers again", r->url);
 		}
 		r->stalled = 0;
+		if (serving != r->serving) {
+			cm_info(NULL, "rpc: replica %s %s%s%s", r->url,
+			    serving ? "serving again" : "not serving",
+			    hr != NULL && hr->detail[0] != '\0' ? ": " : "",
+			    hr != NULL ? hr->detail : "");
+		}
+		r->serving = serving;
 	} else if (res->st == CM_ETIMEDOUT && !c->closing) {
 		if (!r->stalled) {
 			cm_warn(NULL,
-			    "rpc: replica %s stalled (no answer for %d ms); "
-			    "its re-sendable calls go to other replicas",
-			    r->url, 2 * c->opts.stall_ms);
+			    "rpc: replica %s stalled (its Health probe got no "
+			    "answer in %d ms); its re-sendable calls go to "
+			    "other replicas",
+			    r->url, c->opts.stall_ms);
 		}
 		r->stalled = 1;
 		abandon_calls(r, ABANDON_STALL, cm_mono_ms(), c->tick_ms);
 	}
 	pthread_mutex_unlock(&c->mu);
+	threadgate__rpc__v1__health_reply__free_unpacked(hr, NULL);
 }
 
 // Books a probe of r; returns its slot (op in s->op) or NULL. Under c->mu.
@@ -1025,12 +1058,12 @@ probe_prepare(cm_rpc_client *c, rpc_replica *r, int64_t now)
 	rpc_op   *op = op_get_locked(c);
 	rpc_slot *s;
 
-	op->pinned   = r;
+	op->pin      = r->id;
 	op->raw_done = probe_done;
 	op->arg      = r;
 	op->deadline = now + c->opts.stall_ms;
-	if (op_pack(op, RPC_PROBE_METHOD, "", cm_now_ms() + c->opts.stall_ms,
-	        NULL, 0) != CM_OK ||
+	if (op_pack(op, CM_RPC_HEALTH_METHOD, "", NULL,
+	        cm_now_ms() + c->opts.stall_ms, NULL, 0) != CM_OK ||
 	    (s = attempt_prepare(c, op, now)) == NULL) {
 		op->next = c->ops;
 		c->ops   = op;
@@ -1084,10 +1117,14 @@ watch_main(void *arg)
 			if (r->removed || r->probing || !connected(r)) {
 				continue;
 			}
+			// Probe: a replica silent with calls out (stopped?),
+			// a stalled one until it answers, and every replica
+			// every CM_RPC_HEALTH_INTERVAL_MS (serving or not).
 			if ((r->inflight > 0 &&
 			        now - r->last_progress >= c->opts.stall_ms) ||
 			    (r->stalled &&
-			        now - r->probe_t0 >= c->opts.stall_ms)) {
+			        now - r->probe_t0 >= c->opts.stall_ms) ||
+			    now - r->probe_t0 >= CM_RPC_HEALTH_INTERVAL_MS) {
 				s = probe_prepare(c, r, now);
 				if (s != NULL) {
 					probes[np++] = s;
@@ -1357,7 +1394,11 @@ cm_rpc_client_open_opts(
 	if (c->opts.resolve == NULL) {
 		c->opts.resolve = resolve_default;
 	}
-	c->tick_ms = c->opts.stall_ms / 5 > 10 ? c->opts.stall_ms / 5 : 10;
+	// The watchdog's period: a fifth of the stall time (stalls are seen
+	// within 20%), between 10 and 50 ms (lost connections are noticed
+	// within 50 ms whatever the stall time).
+	c->tick_ms = c->opts.stall_ms / 5;
+	c->tick_ms = c->tick_ms < 10 ? 10 : c->tick_ms > 50 ? 50 : c->tick_ms;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	atomic_init(&c->sending, 0);
@@ -1460,6 +1501,7 @@ cm_rpc_client_stats(cm_rpc_client *c, cm_rpc_replica_stat *out, size_t max)
 			snprintf(s->url, sizeof(s->url), "%s", r->url);
 			s->connected = connected(r);
 			s->stalled   = r->stalled || r->eject_until > now;
+			s->serving   = r->serving;
 			s->in_flight = r->inflight;
 			s->sent      = r->sent;
 			s->answered  = r->answered;
@@ -1493,8 +1535,8 @@ cm_rpc_call_start(cm_rpc_client *c, const char *method,
 	plen = protobuf_c_message_get_packed_size(req);
 	grow(&op->pbuf, &op->pcap, plen);
 	protobuf_c_message_pack(req, op->pbuf);
-	err = op_pack(op, method, o->request_id, cm_now_ms() + o->timeout_ms,
-	    op->pbuf, plen);
+	err = op_pack(op, method, o->request_id, o->traceparent,
+	    cm_now_ms() + o->timeout_ms, op->pbuf, plen);
 	if (err != CM_OK) {
 		op_put(c, op);
 		return (err);
@@ -1517,6 +1559,21 @@ cm_rpc_call_async(cm_rpc_client *c, const char *method, const char *request_id,
 	cm_rpc_call_opts o = {
 		.request_id = request_id,
 		.timeout_ms = timeout_ms,
+	};
+
+	return (cm_rpc_call_start(c, method, &o, req, reply_desc, done, arg));
+}
+
+cm_err
+cm_rpc_call_async_traced(cm_rpc_client *c, const char *method,
+    const char *request_id, const char *traceparent, int timeout_ms,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
+    cm_rpc_done_fn done, void *arg)
+{
+	cm_rpc_call_opts o = {
+		.request_id  = request_id,
+		.traceparent = traceparent,
+		.timeout_ms  = timeout_ms,
 	};
 
 	return (cm_rpc_call_start(c, method, &o, req, reply_desc, done, arg));
@@ -1554,10 +1611,13 @@ waiter_done(void *arg, const rpc_result *res)
 	pthread_mutex_unlock(&w->mu);
 }
 
+// Sends one envelope and waits for the answer; pin = 0 or the only
+// replica (by id) to use.
 static cm_err
 call_wait(cm_rpc_client *c, const char *method, const char *rid,
     int64_t deadline, const uint8_t *payload, size_t len, int timeout_ms,
-    uint8_t **out, size_t *out_len, char *detail, size_t detail_len)
+    uint64_t pin, uint8_t **out, size_t *out_len, char *detail,
+    size_t detail_len)
 {
 	waiter  w;
 	rpc_op *op;
@@ -1570,11 +1630,12 @@ call_wait(cm_rpc_client *c, const char *method, const char *rid,
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	op  = op_get(c);
-	err = op_pack(op, method, rid, deadline, payload, len);
+	err = op_pack(op, method, rid, NULL, deadline, payload, len);
 	if (err != CM_OK) {
 		op_put(c, op);
 	} else {
 		op->deadline = cm_mono_ms() + timeout_ms;
+		op->pin      = pin;
 		op->raw_done = waiter_done;
 		op->arg      = &w;
 		err          = op_start(c, op);
@@ -1624,7 +1685,7 @@ cm_rpc_call_sync(cm_rpc_client *c, const char *method, const char *request_id,
 	buf = cm_xmalloc(len > 0 ? len : 1);
 	protobuf_c_message_pack(req, buf);
 	err = call_wait(c, method, request_id, cm_now_ms() + timeout_ms, buf,
-	    len, timeout_ms, &payload, &plen, detail, detail_len);
+	    len, timeout_ms, 0, &payload, &plen, detail, detail_len);
 	free(buf);
 	if (err != CM_OK) {
 		return (err);
@@ -1656,11 +1717,187 @@ cm_rpc_call_raw_sync(cm_rpc_client *c, const char *method,
 		return (CM_EINVAL);
 	}
 	err = call_wait(c, method, request_id, deadline_unix_ms, payload,
-	    payload_len, timeout_ms, &out, &len, detail, detail_len);
+	    payload_len, timeout_ms, 0, &out, &len, detail, detail_len);
 	if (err != CM_OK) {
 		return (err);
 	}
 	*payload_out     = out;
 	*payload_len_out = len;
 	return (CM_OK);
+}
+
+// ---------------------------------------------------------------------
+// Health (client side)
+// ---------------------------------------------------------------------
+
+// One replica's Health (pin = its id): CM_OK serving, CM_EUNAVAIL not
+// serving or unreachable (why says which), CM_ETIMEDOUT no answer in time,
+// CM_EINTERNAL undecodable.
+static cm_err
+health_one(cm_rpc_client *c, uint64_t pin, const char *rid, int timeout_ms,
+    char *why, size_t why_len, int *answered)
+{
+	Threadgate__Rpc__V1__HealthRequest hreq =
+	    THREADGATE__RPC__V1__HEALTH_REQUEST__INIT;
+	Threadgate__Rpc__V1__HealthReply *hr;
+	uint8_t                           buf[16];
+	uint8_t                          *payload = NULL;
+	size_t                            plen    = 0;
+	size_t                            len;
+	cm_err                            err;
+
+	*answered = 0;
+	len       = threadgate__rpc__v1__health_request__pack(&hreq, buf);
+	err = call_wait(c, CM_RPC_HEALTH_METHOD, rid, cm_now_ms() + timeout_ms,
+	    buf, len, timeout_ms, pin, &payload, &plen, why, why_len);
+	if (err != CM_OK) {
+		return (err == CM_ETIMEDOUT || err == CM_EINTERNAL
+		        ? err
+		        : CM_EUNAVAIL);
+	}
+	*answered = 1;
+	hr = threadgate__rpc__v1__health_reply__unpack(NULL, plen, payload);
+	free(payload);
+	if (hr == NULL) {
+		snprintf(why, why_len, "undecodable Health reply");
+		return (CM_EINTERNAL);
+	}
+	if (hr->status ==
+	    THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING) {
+		err = CM_OK;
+		snprintf(why, why_len, "serving");
+	} else {
+		err = CM_EUNAVAIL;
+		snprintf(why, why_len, "%s",
+		    hr->detail[0] != '\0' ? hr->detail
+		        : hr->status ==
+		            THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_UNKNOWN
+		        ? "starting"
+		        : "not serving");
+	}
+	threadgate__rpc__v1__health_reply__free_unpacked(hr, NULL);
+	return (err);
+}
+
+cm_err
+cm_rpc_health(cm_rpc_client *c, const char *request_id, int timeout_ms,
+    char *detail, size_t detail_len)
+{
+	uint64_t ids[CM_RPC_MAX_REPLICAS];
+	char     why[CM_RPC_DETAIL_MAX]  = "no replica known";
+	char     best[CM_RPC_DETAIL_MAX] = "";
+	int64_t  end                     = cm_mono_ms() + timeout_ms;
+	int      n                       = 0;
+	cm_err   err                     = CM_EUNAVAIL;
+
+	if (c == NULL || timeout_ms <= 0) {
+		return (CM_EINVAL);
+	}
+	// Connected replicas first: asking one that is not costs a wait
+	// for a connection.
+	pthread_mutex_lock(&c->mu);
+	for (int pass = 1; pass >= 0; pass--) {
+		for (int i = 0; i < c->nreps; i++) {
+			if (!c->reps[i]->removed &&
+			    connected(c->reps[i]) == pass) {
+				ids[n++] = c->reps[i]->id;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	for (int i = 0; i < n; i++) {
+		int64_t left = end - cm_mono_ms();
+		int     answered;
+
+		if (left <= 0) {
+			break;
+		}
+		err = health_one(c, ids[i], request_id, (int) left, why,
+		    sizeof(why), &answered);
+		if (err == CM_OK) {
+			break;
+		}
+		// A replica's own reason beats "could not reach another".
+		if (answered && best[0] == '\0') {
+			snprintf(best, sizeof(best), "%s", why);
+		}
+	}
+	if (err != CM_OK && best[0] != '\0') {
+		err = CM_EUNAVAIL;
+		snprintf(why, sizeof(why), "%s", best);
+	}
+	if (detail != NULL && detail_len > 0) {
+		snprintf(detail, detail_len, "%s", why);
+	}
+	return (err);
+}
+
+cm_err
+cm_rpc_dial_url(const char *listen_url, char *out, size_t len)
+{
+	static const char *const schemes[] = { "tcp://", "tcp4://",
+		"tcp6://" };
+	const char              *host      = NULL;
+	const char              *rest      = NULL;
+	size_t                   slen      = 0;
+	int                      n;
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		slen = strlen(schemes[i]);
+		if (strncmp(listen_url, schemes[i], slen) == 0) {
+			host = listen_url + slen;
+			break;
+		}
+	}
+	if (host != NULL) {
+		// host is "", "*", "0.0.0.0" or "[::]" before the ':port'.
+		if (host[0] == ':') {
+			rest = host;
+		} else if (strncmp(host, "*:", 2) == 0) {
+			rest = host + 1;
+		} else if (strncmp(host, "0.0.0.0:", 8) == 0) {
+			rest = host + 7;
+		} else if (strncmp(host, "[::]:", 5) == 0) {
+			n = snprintf(out, len, "%.*s[::1]%s", (int) slen,
+			    listen_url, host + 4);
+			return (
+			    n < 0 || (size_t) n >= len ? CM_ETOOBIG : CM_OK);
+		}
+	}
+	if (rest != NULL) {
+		n = snprintf(
+		    out, len, "%.*s127.0.0.1%s", (int) slen, listen_url, rest);
+	} else {
+		n = snprintf(out, len, "%s", listen_url);
+	}
+	return (n < 0 || (size_t) n >= len ? CM_ETOOBIG : CM_OK);
+}
+
+int
+cm_rpc_health_check_main(const char *listen_url, int timeout_ms)
+{
+	cm_rpc_client *c = NULL;
+	char           url[1024];
+	char           detail[CM_RPC_DETAIL_MAX];
+	char           rid[CM_RID_LEN + 1];
+	cm_err         err;
+
+	if (listen_url == NULL ||
+	    cm_rpc_dial_url(listen_url, url, sizeof(url)) != CM_OK ||
+	    cm_rpc_client_open(url, &c) != CM_OK) {
+		printf("not serving: cannot dial %s\n",
+		    listen_url != NULL ? listen_url : "(no URL)");
+		return (2);
+	}
+	cm_request_id(rid);
+	err = cm_rpc_health(c, rid,
+	    timeout_ms > 0 ? timeout_ms : CM_RPC_HEALTH_TIMEOUT_MS, detail,
+	    sizeof(detail));
+	cm_rpc_client_close(c);
+	if (err == CM_OK) {
+		printf("serving\n");
+		return (0);
+	}
+	printf("not serving: %s\n", detail);
+	return (1);
 }

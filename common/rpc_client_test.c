@@ -9,7 +9,8 @@
 // list syntax, least-loaded spread, affinity (rendezvous) and what moves
 // when a replica leaves, a stalled replica (re-sendable calls re-sent
 // within the deadline, others not), a replica dying mid-call, a replica
-// that is down, and DNS names re-resolved into a changing set.
+// that is down, DNS names re-resolved into a changing set, and a replica
+// answering Health NOT_SERVING (avoided; the set still counts as healthy).
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +41,9 @@
 // Responders
 // ---------------------------------------------------------------------
 
-typedef enum { R_ANSWER, R_SILENT, R_HOLD } rmode;
+// R_DOWN answers every call, but NOT_SERVING to Health (a replica whose
+// database is unreachable).
+typedef enum { R_ANSWER, R_SILENT, R_HOLD, R_DOWN } rmode;
 
 typedef struct responder responder;
 
@@ -109,12 +112,25 @@ rctx_cb(void *arg)
 		return;
 	}
 	nng_msg_free(msg);
-	snprintf(ident, sizeof(ident), "r%d", r->tag);
-	id.identity         = ident;
-	id.is_authenticated = 1;
-	resp.status         = THREADGATE__RPC__V1__STATUS__STATUS_OK;
-	resp.request_id     = req != NULL ? req->request_id : "";
-	resp.payload.len  = threadgate__auth__v1__identity__pack(&id, payload);
+	resp.status     = THREADGATE__RPC__V1__STATUS__STATUS_OK;
+	resp.request_id = req != NULL ? req->request_id : "";
+	if (req != NULL && strcmp(req->method, "Health") == 0) {
+		Threadgate__Rpc__V1__HealthReply hr =
+		    THREADGATE__RPC__V1__HEALTH_REPLY__INIT;
+
+		hr.status = r->mode == R_DOWN
+		    ? THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING
+		    : THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_SERVING;
+		hr.detail = r->mode == R_DOWN ? "database unreachable" : "";
+		resp.payload.len =
+		    threadgate__rpc__v1__health_reply__pack(&hr, payload);
+	} else {
+		snprintf(ident, sizeof(ident), "r%d", r->tag);
+		id.identity         = ident;
+		id.is_authenticated = 1;
+		resp.payload.len =
+		    threadgate__auth__v1__identity__pack(&id, payload);
+	}
 	resp.payload.data = payload;
 	nng_msg_alloc(
 	    &out, threadgate__rpc__v1__response__get_packed_size(&resp));
@@ -830,6 +846,64 @@ test_dns(void **state)
 	}
 }
 
+typedef struct serving_is {
+	cm_rpc_client *c;
+	const char    *needle;
+	int            serving;
+} serving_is;
+
+static int
+serving_matches(void *arg)
+{
+	serving_is         *x = arg;
+	cm_rpc_replica_stat st;
+
+	return (stat_of(x->c, x->needle, &st) && st.serving == x->serving);
+}
+
+static void
+test_not_serving(void **state)
+{
+	responder       *a = responder_start("127.0.0.1", 0, 1, R_ANSWER);
+	responder       *b = responder_start("127.0.0.1", 0, 2, R_DOWN);
+	cm_rpc_client   *c = NULL;
+	cm_rpc_call_opts o = { .timeout_ms = 3000 };
+	char             needle[16];
+	char             detail[CM_RPC_DETAIL_MAX];
+	char             url[64];
+	serving_is       w;
+	batch            bt;
+	one              ones[20];
+
+	(void) state;
+	assert_int_equal(
+	    cm_rpc_client_open(urls2(a->port, b->port), &c), CM_OK);
+	assert_true(wait_for(all_connected, c));
+	// The periodic Health probe finds b not serving: it gets nothing
+	// while a serves, writes included.
+	snprintf(needle, sizeof(needle), ":%d", b->port);
+	w = (serving_is) { c, needle, 0 };
+	assert_true(wait_for(serving_matches, &w));
+	atomic_store(&b->calls, 0);
+	run_batch(c, 20, &o, NULL, &bt, ones);
+	assert_int_equal(bt.ok, 20);
+	assert_int_equal(atomic_load(&b->calls), 0);
+	// The set is healthy while one replica serves.
+	assert_int_equal(
+	    cm_rpc_health(c, "h", 2000, detail, sizeof(detail)), CM_OK);
+	assert_string_equal(detail, "serving");
+	cm_rpc_client_close(c);
+	// Alone, b says why.
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", b->port);
+	assert_int_equal(cm_rpc_client_open(url, &c), CM_OK);
+	assert_int_equal(
+	    cm_rpc_health(c, "h", 2000, detail, sizeof(detail)), CM_EUNAVAIL);
+	assert_string_equal(detail, "database unreachable");
+	cm_rpc_client_close(c);
+	responder_stop(a);
+	responder_stop(b);
+}
+
 int
 main(void)
 {
@@ -842,6 +916,7 @@ main(void)
 		cmocka_unit_test(test_killed),
 		cmocka_unit_test(test_down),
 		cmocka_unit_test(test_dns),
+		cmocka_unit_test(test_not_serving),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

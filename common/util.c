@@ -201,6 +201,26 @@ cm_request_id(char out[CM_RID_LEN + 1])
 	cm_hex(b, sizeof(b), out);
 }
 
+int
+cm_request_id_ok(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL) {
+		return (0);
+	}
+	for (; s[n] != '\0'; n++) {
+		char c = s[n];
+		if (n >= CM_RID_MAX ||
+		    !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		        (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		        c == '-')) {
+			return (0);
+		}
+	}
+	return (n >= 1);
+}
+
 cm_err
 cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {

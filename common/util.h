@@ -58,6 +58,13 @@ cm_err cm_uuid_parse(const char *s, size_t len, char out[CM_UUID_LEN + 1]);
 void cm_request_id(char out[CM_RID_LEN + 1]);
 
 /**
+ * cm_request_id_ok() is 1 when s is a request id we accept from a client
+ * or a peer (X-Request-Id): 1..CM_RID_MAX chars of [A-Za-z0-9._-], so it is
+ * safe to log and to pass on; else 0 (NULL allowed).
+ */
+int cm_request_id_ok(const char *s);
+
+/**
  * cm_parse_i64() parses all of s (base 10, optional sign, no spaces) into
  * *out if min <= value <= max. Returns CM_OK, or CM_EINVAL (not a number,
  * trailing bytes, out of range); *out is written only on success.

@@ -51,7 +51,7 @@ typedef struct req_state {
 	int     too_big;   // body over IDP_BODY_MAX: answer 413
 	size_t  discarded; // bytes thrown away after too_big
 	int64_t start_us;
-	char    rid[CM_RID_LEN + 1];
+	char    rid[CM_RID_MAX + 1];
 } req_state;
 
 // ---------------------------------------------------------------------
@@ -299,7 +299,15 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	if (rs == NULL) {
 		rs           = cm_xcalloc(1, sizeof(*rs));
 		rs->start_us = cm_now_us();
-		cm_request_id(rs->rid);
+		// The caller's X-Request-Id (the auth-service sends the
+		// gateway's), so its log lines join the rest of the request.
+		cl = MHD_lookup_connection_value(
+		    conn, MHD_HEADER_KIND, "X-Request-Id");
+		if (cm_request_id_ok(cl)) {
+			snprintf(rs->rid, sizeof(rs->rid), "%s", cl);
+		} else {
+			cm_request_id(rs->rid);
+		}
 		*con_cls = rs;
 		cl       = MHD_lookup_connection_value(
 		          conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

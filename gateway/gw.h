@@ -14,6 +14,8 @@
 //              -> thread-service rpc -> resume; never blocks an HTTP thread
 //   authz.c    the one authorization decision
 //   errors.c   the one cm_err -> HTTP status (+ body, headers) mapping
+//   ops.c      operations: /ready (upstream Health probes, draining),
+//              /metrics, the request and upstream metrics, the access line
 //
 // Identity comes only from the auth-service's answer: the gateway reads a
 // fixed list of request headers (Authorization, Content-Length, Prefer,
@@ -36,6 +38,7 @@
 #include <microhttpd.h>
 
 #include "common/err.h"
+#include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "proto/auth.pb-c.h"
@@ -115,6 +118,9 @@
 // upstream clients are closed (which completes the rest with 503). Below
 // the 10 s a supervisor usually waits before SIGKILL.
 #define GW_SHUTDOWN_GRACE_MS 6000
+// Longest request path kept for the access line (a real one is ~110
+// bytes; longer ones, which only junk requests have, are cut).
+#define GW_LOG_PATH_MAX 512
 
 // ---------------------------------------------------------------------
 // Configuration (main.c fills it from the environment and flags).
@@ -133,6 +139,9 @@ typedef struct gw_config {
 	int         max_connections;    // GATEWAY_MAX_CONNECTIONS
 	int         per_ip_connections; // GATEWAY_PER_IP_CONNECTIONS
 	int         idle_timeout_s;     // GATEWAY_IDLE_TIMEOUT_S
+	int         public_metrics;    // GATEWAY_PUBLIC_METRICS: /metrics here
+	int         ready_interval_ms; // GATEWAY_READY_INTERVAL_MS
+	int         drain_delay_ms;    // GATEWAY_DRAIN_DELAY_MS (main.c)
 } gw_config;
 
 // ---------------------------------------------------------------------
@@ -145,12 +154,13 @@ typedef struct gw_config {
  * common ones - x-request-id, CORS, Content-Type - are added by http.c).
  */
 typedef struct gw_response {
-	unsigned status;
-	char    *body;
-	size_t   body_len;
-	int      nheaders;
-	char     hname[GW_RESP_HEADERS_MAX][GW_HEADER_NAME_MAX];
-	char     hvalue[GW_RESP_HEADERS_MAX][GW_HEADER_VALUE_MAX];
+	unsigned    status;
+	const char *content_type; // static; NULL = application/json
+	char       *body;
+	size_t      body_len;
+	int         nheaders;
+	char        hname[GW_RESP_HEADERS_MAX][GW_HEADER_NAME_MAX];
+	char        hvalue[GW_RESP_HEADERS_MAX][GW_HEADER_VALUE_MAX];
 } gw_response;
 
 /** gw_response_fini() frees the body and clears r. NULL allowed. */
@@ -262,6 +272,8 @@ typedef enum gw_route_id {
 	GW_R_STATE_PATCH,
 	GW_R_HISTORY_POST,
 	GW_R_HISTORY_GET,
+	GW_R_READY,   // GET /ready (ops.c)
+	GW_R_METRICS, // GET /metrics, when GATEWAY_PUBLIC_METRICS=1 (ops.c)
 	GW_R_COUNT_
 } gw_route_id;
 
@@ -521,6 +533,7 @@ void gw_meta_response(gw_route_id id, gw_response *r);
 // ---------------------------------------------------------------------
 
 typedef struct gw_server gw_server;
+typedef struct gw_ops    gw_ops;
 
 /**
  * gw_server_start() opens the upstream rpc clients, binds cfg->host:port
@@ -565,6 +578,7 @@ struct gw_server {
 	atomic_int         active;    // requests between first call and done
 	atomic_int         suspended; // connections suspended right now
 	atomic_int         stopping;  // set by gw_server_stop: no new chains
+	gw_ops            *ops;       // ops.c state; NULL before gw_ops_start
 };
 
 /**
@@ -600,6 +614,12 @@ typedef struct gw_job {
 	char                   vdetail[GW_DETAIL_MAX];
 	char                   identity[GW_IDENTITY_MAX];
 	gw_response            resp;
+	// ops.c: the access line and the upstream metrics.
+	char           path[GW_LOG_PATH_MAX]; // request path, no query
+	char           traceparent[CM_TRACEPARENT_LEN + 1]; // "" = none
+	int64_t        up_t0_us; // start of the upstream call in flight
+	int            up_which; // gw_upstream of that call
+	cm_rpc_done_fn up_done;  // its completion
 } gw_job;
 
 /**
@@ -632,5 +652,110 @@ int gw_upstream_idempotent(gw_request *req);
  * call: cm_rpc_key() over its Authorization values (0 when it has none).
  */
 uint64_t gw_auth_affinity(const gw_job *job);
+
+// ---------------------------------------------------------------------
+// ops.c: readiness, metrics, access line
+// ---------------------------------------------------------------------
+
+/** The upstream services, for metrics and readiness. */
+typedef enum gw_upstream {
+	GW_UP_AUTH = 0,
+	GW_UP_THREADS,
+	GW_UP_COUNT_
+} gw_upstream;
+
+// How long one readiness probe (a Health rpc) may take, ms.
+#define GW_READY_PROBE_TIMEOUT_MS 500
+// Health calls per upstream and probe round before it counts as missing:
+// with several replicas behind one URL, one call may reach a bad one.
+#define GW_READY_PROBE_TRIES 2
+// Default time between probe rounds (GATEWAY_READY_INTERVAL_MS), ms.
+#define GW_READY_INTERVAL_DEFAULT_MS 1000
+
+/**
+ * gw_ops_start() registers the gateway's metrics, starts the METRICS_ADDR
+ * listener (cm_metrics_serve_env()) and the readiness prober: a thread
+ * with its own rpc clients that calls Health on each upstream every
+ * cfg.ready_interval_ms. Until its first round completes /ready is 503.
+ * Returns CM_OK (srv->ops set), or what cm_metrics_serve_env() returns.
+ * Call from gw_server_start() before the HTTP daemon starts.
+ */
+cm_err gw_ops_start(gw_server *srv);
+
+/**
+ * gw_ops_stop() stops the prober and the metrics listener and frees
+ * srv->ops (NULL allowed). Call once no request can run any more (after
+ * MHD_stop_daemon).
+ */
+void gw_ops_stop(gw_server *srv);
+
+/**
+ * gw_ops_drain() makes /ready answer 503 ("shutting down") from now on,
+ * so a load balancer stops sending traffic before the gateway stops
+ * accepting. Thread-safe; main() calls it on SIGTERM.
+ */
+void gw_ops_drain(gw_server *srv);
+
+/**
+ * gw_ops_ready() is 1 while every upstream answered Health in the last
+ * probe round and the gateway is not draining.
+ */
+int gw_ops_ready(gw_server *srv);
+
+/**
+ * gw_ops_request_begin() counts a new request in flight and keeps its
+ * path (without the query) for the access line. MHD thread, from
+ * job_new().
+ */
+void gw_ops_request_begin(gw_job *job, const char *url);
+
+/**
+ * gw_ops_request_end() records the finished request (requests by route,
+ * method, status; duration) and writes the access line: method, path,
+ * status, duration, owner or "-", rid, trace id. A request that ended
+ * before its response was sent (client gone) is logged at debug. MHD
+ * thread, from the request-completed callback.
+ */
+void gw_ops_request_end(gw_job *job, int completed_ok);
+
+/**
+ * gw_ops_header() takes the request headers ops.c reads (traceparent).
+ * Called from http.c's header callback for every header.
+ */
+void gw_ops_header(gw_job *job, const char *key, const char *value);
+
+/**
+ * gw_ops_meta_response() answers an unauthenticated route: /ready and
+ * /metrics here (/metrics only with GATEWAY_PUBLIC_METRICS=1, else 404),
+ * the rest through gw_meta_response(). Thread-safe.
+ */
+void gw_ops_meta_response(gw_server *srv, gw_route_id id, gw_response *r);
+
+/**
+ * gw_ops_call() is the one way the chain calls an upstream: it sends
+ * method(req) to which's client with the step's deadline, the job's rid
+ * and traceparent, and how's idempotent and affinity (its other fields
+ * are ignored), records the outcome (ok, error, timeout, unavailable)
+ * and latency, then calls done(job, ...). Same contract as
+ * cm_rpc_call_start(): CM_OK when done will run.
+ */
+cm_err gw_ops_call(gw_job *job, gw_upstream which, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
+    const cm_rpc_call_opts *how, cm_rpc_done_fn done);
+
+/**
+ * gw_ops_on_connection() is libmicrohttpd's connection notification
+ * (MHD_OPTION_NOTIFY_CONNECTION, cls = the gw_server): it keeps the open
+ * connections gauge.
+ */
+void gw_ops_on_connection(void *cls, struct MHD_Connection *conn,
+    void **socket_context, enum MHD_ConnectionNotificationCode toe);
+
+/**
+ * gw_ops_health_check_main() is threadgate-gateway --health-check: GET
+ * /ready on the configured port (loopback when the host is a wildcard),
+ * prints the answer, returns 0 for 200 and 1 otherwise.
+ */
+int gw_ops_health_check_main(const gw_config *cfg);
 
 #endif // GW_GW_H

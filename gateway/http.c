@@ -114,6 +114,8 @@ header_cb(
 		if (cm_parse_i64(value, 0, INT64_MAX, &n) == CM_OK) {
 			job->declared = n;
 		}
+	} else {
+		gw_ops_header(job, key, value);
 	}
 	return (MHD_YES);
 }
@@ -153,6 +155,7 @@ job_new(gw_server *srv, struct MHD_Connection *conn, const char *url,
 	job->declared = -1;
 	snprintf(job->method, sizeof(job->method), "%s", method);
 	atomic_fetch_add(&srv->active, 1);
+	gw_ops_request_begin(job, url);
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, header_cb, job);
 	if (job->rid[0] == '\0') {
 		gw_request_id_pick(NULL, job->rid);
@@ -194,7 +197,7 @@ job_new(gw_server *srv, struct MHD_Connection *conn, const char *url,
 	}
 	if (job->match.route->action == GW_ACT_NONE) {
 		job->early = EARLY_ANSWER;
-		gw_meta_response(job->match.route->id, &job->resp);
+		gw_ops_meta_response(srv, job->match.route->id, &job->resp);
 		return (job);
 	}
 	if (job->declared > (int64_t) srv->cfg.max_body) {
@@ -220,8 +223,9 @@ queue(gw_job *job)
 		return (MHD_NO);
 	}
 	if (r->body != NULL) {
-		MHD_add_response_header(
-		    resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+		    r->content_type != NULL ? r->content_type
+		                            : "application/json");
 	}
 	MHD_add_response_header(resp, "x-request-id", job->rid);
 	if (job->origin[0] != '\0') {
@@ -422,13 +426,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	}
 	*con_cls = NULL;
-	if (job->state == GW_JOB_SENT) {
-		cm_info(job->rid, "%s %s %u %lldus", job->method,
-		    job->match.route != NULL ? job->match.route->pattern : "-",
-		    job->resp.status, (long long) (cm_now_us() - job->t0_us));
-	} else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
-		cm_debug(job->rid, "%s aborted (%d)", job->method, (int) toe);
-	}
+	gw_ops_request_end(job, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	CM_ASSERT(job->state != GW_JOB_WAIT);
 	job_free(job);
 	atomic_fetch_sub(&srv->active, 1);
@@ -581,6 +579,10 @@ gw_server_start(const gw_config *cfg, gw_server **out)
 	if (rv != CM_OK) {
 		goto out;
 	}
+	rv = gw_ops_start(srv);
+	if (rv != CM_OK) {
+		goto out;
+	}
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	// The logger goes first so MHD's own start-up messages use it too.
@@ -594,6 +596,7 @@ gw_server_start(const gw_config *cfg, gw_server **out)
 	    (unsigned int) cfg->per_ip_connections,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) GW_CONN_MEMORY_LIMIT,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_NOTIFY_CONNECTION, gw_ops_on_connection, srv,
 	    MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
 	if (srv->daemon == NULL) {
 		cm_error(NULL, "cannot start the HTTP server on %s:%d",
@@ -631,6 +634,7 @@ out:
 		if (srv->lsock >= 0) {
 			close(srv->lsock);
 		}
+		gw_ops_stop(srv);
 		cm_rpc_client_close(srv->auth);
 		cm_rpc_client_close(srv->threads);
 		free(srv);
@@ -694,5 +698,6 @@ gw_server_stop(gw_server *s)
 	// 4. Give the resumed connections a moment to send their answers.
 	wait_for(&s->active, 1000);
 	MHD_stop_daemon(s->daemon);
+	gw_ops_stop(s);
 	free(s);
 }

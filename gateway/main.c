@@ -4,9 +4,13 @@
 //
 // Reads its configuration (environment, then flags, which win), starts the
 // gateway (gw_server_start: upstream rpc clients, the libmicrohttpd pool),
-// then waits for SIGTERM/SIGINT and stops cleanly, letting requests in
-// flight finish. Exit codes: 0 clean stop, 1 other failure, 2 usage or
-// configuration error, 3 cannot bind/listen.
+// then waits for SIGTERM/SIGINT: /ready turns 503 at once, the gateway
+// keeps serving for GATEWAY_DRAIN_DELAY_MS (so load balancers notice), then
+// stops cleanly, letting requests in flight finish. --health-check asks a
+// running gateway's /ready instead. Exit codes: 0 clean stop (or ready),
+// 1 other failure (or not ready), 2 usage or configuration error, 3
+// cannot bind/listen.
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +40,9 @@
 #define MAX_THREADS        256
 #define MAX_CONNECTIONS    100000
 #define MAX_IDLE_TIMEOUT_S 3600
+#define MAX_DRAIN_DELAY_MS 600000
+// Shortest readiness probe interval: a probe round is a few rpc calls.
+#define MIN_READY_INTERVAL_MS 50
 
 static void
 usage(FILE *f)
@@ -64,6 +71,9 @@ usage(FILE *f)
 	    "                       URLS: nng URLs separated by commas; a\n"
 	    "                       tcp:// host name means every address it\n"
 	    "                       resolves to, re-resolved every 5 s\n"
+	    "  --health-check       ask the running gateway's GET /ready on\n"
+	    "                       HOST:PORT; exit 0 ready, 1 not (for\n"
+	    "                       exec probes and Docker HEALTHCHECK)\n"
 	    "  --help               show this text\n"
 	    "  --version            show the version\n"
 	    "\n"
@@ -79,13 +89,27 @@ usage(FILE *f)
 	    "  GATEWAY_PER_IP_CONNECTIONS  open connections per client IP "
 	    "(%d)\n"
 	    "  GATEWAY_IDLE_TIMEOUT_S      close idle connections after (%d)\n"
+	    "  GATEWAY_READY_INTERVAL_MS   upstream Health probes for /ready\n"
+	    "                              every (%d)\n"
+	    "  GATEWAY_DRAIN_DELAY_MS      on SIGTERM: /ready is 503 this "
+	    "long\n"
+	    "                              before the gateway stops "
+	    "accepting\n"
+	    "                              (0)\n"
+	    "  GATEWAY_PUBLIC_METRICS      1: also serve GET /metrics on the\n"
+	    "                              public port, unauthenticated (0)\n"
+	    "  METRICS_ADDR                host:port of a separate /metrics\n"
+	    "                              listener (default: none)\n"
+	    "  METRICS_PORT_FILE           write its bound port here\n"
 	    "  LOG_LEVEL                   debug|info|warn|error (info)\n"
+	    "  LOG_FORMAT                  json|text (text on a terminal)\n"
 	    "\n"
 	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
 	    "2 usage or configuration error, 3 cannot bind/listen.\n",
 	    DEFAULT_PORT, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_THREADS_TIMEOUT_MS,
 	    GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
-	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S);
+	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S,
+	    GW_READY_INTERVAL_DEFAULT_MS);
 }
 
 static int
@@ -101,6 +125,26 @@ env_int(const char *name, int64_t def, int64_t min, int64_t max, int *out)
 	return (0);
 }
 
+// drain() turns /ready 503 and keeps serving for delay_ms, so that load
+// balancers and Kubernetes endpoints stop routing here before the
+// listener closes. A second SIGTERM/SIGINT cuts the wait short.
+static void
+drain(gw_server *srv, const sigset_t *set, int delay_ms)
+{
+	struct timespec ts = { delay_ms / 1000,
+		(long) (delay_ms % 1000) * 1000000L };
+
+	gw_ops_drain(srv);
+	if (delay_ms <= 0) {
+		return;
+	}
+	cm_info(
+	    NULL, "draining for %d ms before closing the listener", delay_ms);
+	while (sigtimedwait(set, NULL, &ts) < 0 && errno == EINTR) {
+		// interrupted by another signal: keep waiting
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -110,6 +154,7 @@ main(int argc, char **argv)
 		{ "port-file", required_argument, NULL, 'f' },
 		{ "auth-url", required_argument, NULL, 'a' },
 		{ "threads-url", required_argument, NULL, 't' },
+		{ "health-check", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -121,6 +166,7 @@ main(int argc, char **argv)
 	int        max_body;
 	int        sig;
 	int        c;
+	int        health_check = 0;
 	int64_t    port;
 	cm_err     rv;
 
@@ -144,7 +190,14 @@ main(int argc, char **argv)
 	    env_int("GATEWAY_PER_IP_CONNECTIONS", DEFAULT_PER_IP_CONNECTIONS,
 	        1, MAX_CONNECTIONS, &cfg.per_ip_connections) != 0 ||
 	    env_int("GATEWAY_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S, 1,
-	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0) {
+	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0 ||
+	    env_int("GATEWAY_READY_INTERVAL_MS", GW_READY_INTERVAL_DEFAULT_MS,
+	        MIN_READY_INTERVAL_MS, MAX_TIMEOUT_MS,
+	        &cfg.ready_interval_ms) != 0 ||
+	    env_int("GATEWAY_DRAIN_DELAY_MS", 0, 0, MAX_DRAIN_DELAY_MS,
+	        &cfg.drain_delay_ms) != 0 ||
+	    cm_env_bool("GATEWAY_PUBLIC_METRICS", 0, &cfg.public_metrics) !=
+	        CM_OK) {
 		return (EXIT_USAGE);
 	}
 	cfg.max_body = (size_t) max_body;
@@ -172,6 +225,9 @@ main(int argc, char **argv)
 		case 't':
 			cfg.threads_url = optarg;
 			break;
+		case 'c':
+			health_check = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return (0);
@@ -186,6 +242,9 @@ main(int argc, char **argv)
 	if (optind != argc) {
 		usage(stderr);
 		return (EXIT_USAGE);
+	}
+	if (health_check) {
+		return (gw_ops_health_check_main(&cfg));
 	}
 
 	// Every thread started from here on inherits this mask, so only
@@ -206,6 +265,7 @@ main(int argc, char **argv)
 		sig = 0;
 	}
 	cm_info(NULL, "signal %d: stopping", sig);
+	drain(srv, &set, cfg.drain_delay_ms);
 	gw_server_stop(srv);
 	cm_info(NULL, "stopped");
 	return (0);

@@ -53,6 +53,8 @@ static const gw_route routes[] = {
 	{ GW_R_HISTORY_GET, "GET", "/threads/{id}/history", GW_ACT_READ,
 	    "GetHistory",
 	    &threadgate__threads__v1__history_reply__descriptor },
+	{ GW_R_READY, "GET", "/ready", GW_ACT_NONE, NULL, NULL },
+	{ GW_R_METRICS, "GET", "/metrics", GW_ACT_NONE, NULL, NULL },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -270,22 +272,9 @@ gw_route_match(const char *method, const char *path, gw_match *m)
 void
 gw_request_id_pick(const char *client, char out[CM_RID_MAX + 1])
 {
-	size_t n = 0;
-
-	if (client != NULL) {
-		for (n = 0; client[n] != '\0' && n <= CM_RID_MAX; n++) {
-			char c = client[n];
-			if (!((c >= 'a' && c <= 'z') ||
-			        (c >= 'A' && c <= 'Z') ||
-			        (c >= '0' && c <= '9') || c == '.' ||
-			        c == '_' || c == '-')) {
-				break;
-			}
-		}
-		if (n >= 1 && n <= CM_RID_MAX && client[n] == '\0') {
-			memcpy(out, client, n + 1);
-			return;
-		}
+	if (cm_request_id_ok(client)) {
+		memcpy(out, client, strlen(client) + 1);
+		return;
 	}
 	cm_request_id(out);
 }

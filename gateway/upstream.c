@@ -160,7 +160,6 @@ static void
 on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 {
 	gw_job                         *job  = arg;
-	gw_server                      *srv  = job->srv;
 	Threadgate__Auth__V1__Identity *id   = (void *) reply;
 	cm_rpc_call_opts                opts = { 0 };
 	gw_identity                     who;
@@ -203,12 +202,10 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 		return;
 	}
 	*job->req.owner_slot = job->identity;
-	opts.request_id      = job->rid;
-	opts.timeout_ms      = srv->cfg.threads_timeout_ms;
 	opts.idempotent      = gw_upstream_idempotent(&job->req);
-	rv = cm_rpc_call_start(srv->threads, job->match.route->rpc, &opts,
-	    gw_request_message(&job->req), job->match.route->reply_desc,
-	    on_threads, job);
+	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
+	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
+	    on_threads);
 	if (rv != CM_OK) {
 		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
 	}
@@ -217,7 +214,6 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 void
 gw_upstream_start(gw_job *job)
 {
-	gw_server                                *srv = job->srv;
 	Threadgate__Auth__V1__AuthenticateRequest areq =
 	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
 	cm_rpc_call_opts opts = { 0 };
@@ -231,12 +227,10 @@ gw_upstream_start(gw_job *job)
 	areq.authorization   = job->auth;
 	// Authenticate only reads (the IdP check is a lookup): safe to
 	// re-send to another replica.
-	opts.request_id = job->rid;
-	opts.timeout_ms = srv->cfg.auth_timeout_ms;
 	opts.idempotent = 1;
 	opts.affinity   = gw_auth_affinity(job);
-	rv = cm_rpc_call_start(srv->auth, "Authenticate", &opts, &areq.base,
-	    &threadgate__auth__v1__identity__descriptor, on_auth, job);
+	rv = gw_ops_call(job, GW_UP_AUTH, "Authenticate", &areq.base,
+	    &threadgate__auth__v1__identity__descriptor, &opts, on_auth);
 	if (rv != CM_OK) {
 		fail(job, CM_EUNAVAIL, NULL);
 	}

@@ -4,7 +4,8 @@
 # Installs what threadgate needs on Debian 12, and only what is missing.
 #   scripts/deps.sh           build + run dependencies, and curl for the
 #                             example make run prints (make run)
-#   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm
+#   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm,
+#                             Debian's prometheus (promtool and the server)
 #                             (make test; CI)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
@@ -31,14 +32,17 @@ BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 	libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 	ca-certificates curl)
 # curl is in the first list because make run's banner shows a curl example.
-TEST_PKGS=()
+# prometheus: promtool checks every /metrics output, and a real Prometheus
+# server scrapes the stack in tests/e2e/observability.test.mjs (Debian's
+# package: ~19 MB download; the service it ships is not started here).
+TEST_PKGS=(prometheus)
 
 want_test=0
 for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
 	-h|--help)
-		sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
 	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
 	esac

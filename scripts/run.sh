@@ -108,6 +108,9 @@ mkdir -p "$data/run" "$data/logs" || die "cannot create $data"
 chmod 700 "$data" "$data/run"
 export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-ipc://$data/run/auth.sock}
 export THREAD_SERVICE_URL=${THREAD_SERVICE_URL:-ipc://$data/run/threads.sock}
+# The services' stderr goes through tee/sed below, so they would pick JSON
+# (not a terminal); a person is reading: text, unless LOG_FORMAT says json.
+export LOG_FORMAT=${LOG_FORMAT:-text}
 
 # ---------------------------------------------------------------------
 # Processes. Each runs in its own process group (set -m), so Ctrl-C reaches
@@ -250,6 +253,7 @@ cat <<MSG
   threadgate is running.  Ctrl-C stops everything.
 
   gateway     $gw          (LangGraph SDK: apiUrl / url)
+  readiness   $gw/ready    (200 once the auth- and thread-service answer Health)
   IdP         $idp_url$([ "$use_dev_idp" -eq 1 ] && printf '   (dev IdP: for development only)')
   anon key    $anon_key
   data        $data   (logs in $data/logs)

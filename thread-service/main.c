@@ -58,6 +58,8 @@ usage(FILE *f)
 	    "                     (default %d)\n"
 	    "  --ttl-sweep S      THREAD_TTL_SWEEP_S    seconds between TTL\n"
 	    "                     sweeps, 0 disables, max %d (default %d)\n"
+	    "  --health-check     ask the running instance at --listen for\n"
+	    "                     Health; exit 0 serving, 1 not (a probe)\n"
 	    "  --help             show this text\n"
 	    "  --version          show the version\n"
 	    "\n"
@@ -73,6 +75,9 @@ usage(FILE *f)
 	    "  THREAD_MAX_BYTES_PER_USER        bytes of JSON one owner may\n"
 	    "                     store, 0 = unlimited (default %lld)\n"
 	    "  LOG_LEVEL          debug|info|warn|error (default info)\n"
+	    "  LOG_FORMAT         json|text (default: text on a terminal)\n"
+	    "  METRICS_ADDR       host:port of the Prometheus /metrics\n"
+	    "                     listener (default: none)\n"
 	    "\n"
 	    "Each worker holds one database connection: a process opens\n"
 	    "read + scan + write workers + 1 (the sweeper).\n"
@@ -128,6 +133,7 @@ main(int argc, char **argv)
 		{ "write-workers", required_argument, NULL,
 		    OPT_LANE + TSVC_LANE_WRITE },
 		{ "ttl-sweep", required_argument, NULL, 's' },
+		{ "health-check", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -137,12 +143,12 @@ main(int argc, char **argv)
 		[TSVC_LANE_SCAN]  = "--scan-workers",
 		[TSVC_LANE_WRITE] = "--write-workers",
 	};
-	cm_rpc_server_config cfg = { 0 };
-	cm_rpc_server       *srv = NULL;
-	tsvc_sweeper        *sw  = NULL;
-	tsvc_db             *db  = NULL;
-	tsvc_db_options      opt = tsvc_db_options_default();
-	tsvc_workers         workers;
+	cm_rpc_server_config cfg     = { 0 };
+	cm_rpc_server       *srv     = NULL;
+	tsvc_sweeper        *sw      = NULL;
+	tsvc_db             *db      = NULL;
+	tsvc_db_options      opt     = tsvc_db_options_default();
+	tsvc_workers         workers = { 0 };
 	const char          *url;
 	const char          *target;
 	int64_t              lanes[TSVC_NLANES];
@@ -156,7 +162,8 @@ main(int argc, char **argv)
 	sigset_t             sigs;
 	char                 detail[CM_RPC_DETAIL_MAX];
 	char                 what[128];
-	int                  code = EXIT_OTHER;
+	int                  code         = EXIT_OTHER;
+	int                  health_check = 0;
 	int                  sig;
 	int                  c;
 	cm_err               rv;
@@ -210,6 +217,9 @@ main(int argc, char **argv)
 				return (EXIT_USAGE);
 			}
 			break;
+		case 'H':
+			health_check = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return (0);
@@ -226,6 +236,10 @@ main(int argc, char **argv)
 		    argv[optind]);
 		usage(stderr);
 		return (EXIT_USAGE);
+	}
+	if (health_check) {
+		// Probe mode: ask the running instance, touch nothing.
+		return (cm_rpc_health_check_main(url, 0));
 	}
 	opt.statement_timeout_ms = (int) stmt_ms;
 	opt.connect_timeout_ms   = (int) conn_ms;
@@ -265,11 +279,13 @@ main(int argc, char **argv)
 	}
 	workers.db       = db;
 	workers.contexts = (int) contexts;
+	workers.health   = NULL;
 	cfg.url          = url;
 	cfg.service      = tsvc_service();
 	cfg.nworkers     = (int) contexts;
 	cfg.worker_init  = tsvc_worker_init;
 	cfg.worker_fini  = tsvc_worker_fini;
+	cfg.health       = tsvc_health;
 	cfg.arg          = &workers;
 	rv               = cm_rpc_server_start(&cfg, &srv);
 	if (rv != CM_OK) {
@@ -277,6 +293,7 @@ main(int argc, char **argv)
 		code = (rv == CM_EINVAL) ? EXIT_USAGE : EXIT_STORAGE;
 		goto out;
 	}
+	tsvc_metrics_init(srv);
 	if (sweep_s > 0) {
 		rv = tsvc_sweeper_start(db, sweep_s, &sw);
 		if (rv != CM_OK) {
@@ -300,7 +317,11 @@ main(int argc, char **argv)
 	code = 0;
 out:
 	tsvc_sweeper_stop(sw);
+	if (srv != NULL) {
+		tsvc_metrics_fini(srv);
+	}
 	cm_rpc_server_stop(srv);
+	tsvc_health_fini(&workers);
 	tsvc_db_close(db);
 	return (code);
 }

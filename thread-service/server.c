@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/util.h"
 #include "thread-service/tsvc.h"
 
 // A store function with the shapes erased: in is the rpc's input message,
@@ -77,8 +79,12 @@ static const op ops[] = {
 
 #define NOPS (sizeof(ops) / sizeof(ops[0]))
 
+// Storage errors by kind (threadgate_threads_db_errors_total).
+enum { DBERR_UNAVAILABLE, DBERR_TIMEOUT, DBERR_INTERNAL, DBERR_N_ };
+static cm_counter *db_errors[DBERR_N_];
+
 // finish records a failure for the rpc layer and logs it: client errors
-// at debug level, storage trouble at warn/error.
+// at debug level, storage trouble at warn/error (and counted).
 static void
 finish(cm_rpc_call *call, tsvc_store *st, cm_err rv, const char *method)
 {
@@ -86,6 +92,10 @@ finish(cm_rpc_call *call, tsvc_store *st, cm_err rv, const char *method)
 		return;
 	}
 	cm_rpc_fail(call, rv, "%s", tsvc_store_detail(st));
+	cm_counter_inc(rv == CM_EUNAVAIL ? db_errors[DBERR_UNAVAILABLE]
+	        : rv == CM_ETIMEDOUT     ? db_errors[DBERR_TIMEOUT]
+	        : rv == CM_EINTERNAL     ? db_errors[DBERR_INTERNAL]
+	                                 : NULL);
 	if (rv == CM_EINTERNAL) {
 		cm_error(
 		    call->request_id, "%s: %s", method, tsvc_store_detail(st));
@@ -185,4 +195,91 @@ tsvc_worker_fini(void *arg, void *worker)
 {
 	(void) arg;
 	tsvc_store_close(worker);
+}
+
+int
+tsvc_health(void *arg, char *detail, size_t n)
+{
+	tsvc_workers *w = arg;
+	char          why[CM_RPC_DETAIL_MAX];
+
+	if (w->health == NULL &&
+	    tsvc_store_open(w->db, &w->health, why, sizeof(why)) != CM_OK) {
+		cm_debug(NULL, "health: %s", why);
+		snprintf(detail, n, "database unreachable");
+		return (0);
+	}
+	tsvc_store_set_deadline(w->health, cm_now_ms() + TSVC_HEALTH_PING_MS);
+	if (tsvc_store_ping(w->health) != CM_OK) {
+		cm_debug(NULL, "health: %s", tsvc_store_detail(w->health));
+		snprintf(detail, n, "database unreachable");
+		return (0);
+	}
+	return (1);
+}
+
+void
+tsvc_health_fini(tsvc_workers *w)
+{
+	tsvc_store_close(w->health);
+	w->health = NULL;
+}
+
+static const char *const lane_names[TSVC_NLANES] = { "read", "scan", "write" };
+
+// Lane figures at scrape time: each busy lane thread holds its database
+// connection in use; queued calls wait for one.
+static void
+lanes_collect(void *arg, cm_mwriter *w)
+{
+	cm_rpc_server *srv = arg;
+	int            busy[TSVC_NLANES];
+	int            queued[TSVC_NLANES];
+
+	for (int i = 0; i < TSVC_NLANES; i++) {
+		busy[i]   = 0;
+		queued[i] = 0;
+		cm_rpc_server_lane_stats(srv, i, &busy[i], &queued[i]);
+	}
+	cm_mwriter_family(w, "threadgate_threads_pool_in_use", "gauge",
+	    "Database connections in use (busy lane workers), by lane.");
+	for (int i = 0; i < TSVC_NLANES; i++) {
+		cm_mwriter_sample(w, "threadgate_threads_pool_in_use", "lane",
+		    lane_names[i], busy[i]);
+	}
+	cm_mwriter_family(w, "threadgate_threads_pool_waiting", "gauge",
+	    "Calls waiting for a lane worker (and its connection), by lane.");
+	for (int i = 0; i < TSVC_NLANES; i++) {
+		cm_mwriter_sample(w, "threadgate_threads_pool_waiting", "lane",
+		    lane_names[i], queued[i]);
+	}
+}
+
+void
+tsvc_metrics_init(cm_rpc_server *srv)
+{
+	static const char *const    labels[] = { "kind", NULL };
+	static const cm_metric_desc d        = {
+		       .name   = "threadgate_threads_db_errors_total",
+		       .help   = "Storage errors by kind: unavailable (unreachable, "
+		                        "busy), timeout (deadline passed), internal.",
+		       .type   = CM_METRIC_COUNTER,
+		       .labels = labels,
+	};
+	static const char *const kinds[DBERR_N_] = { "unavailable", "timeout",
+		"internal" };
+	cm_mfamily *f = cm_metrics_family(cm_metrics_default(), &d);
+
+	for (int i = 0; i < DBERR_N_; i++) {
+		const char *v[] = { kinds[i] };
+
+		db_errors[i] = cm_counter_get(f, v);
+	}
+	cm_metrics_add_collector(cm_metrics_default(), lanes_collect, srv);
+}
+
+void
+tsvc_metrics_fini(cm_rpc_server *srv)
+{
+	cm_metrics_remove_collector(cm_metrics_default(), lanes_collect, srv);
 }

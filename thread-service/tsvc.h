@@ -133,6 +133,9 @@
 #define TSVC_WRITE_WORKERS_DEFAULT 4
 // Most threads one lane may have (THREAD_*_WORKERS).
 #define TSVC_LANE_WORKERS_MAX 64
+// Deadline of the Health check's ping: a database slower than this to
+// answer `SELECT 1` is not serving.
+#define TSVC_HEALTH_PING_MS 800
 // Requests one lane may hold queued beyond its running ones; more are
 // answered CM_EUNAVAIL (503, retry) at once instead of waiting for their
 // deadline in a queue that cannot drain in time.
@@ -456,10 +459,15 @@ typedef enum tsvc_lane {
  */
 ProtobufCService *tsvc_service(void);
 
-/** What tsvc_worker_init() needs: the database and the context count. */
+/**
+ * What tsvc_worker_init() and tsvc_health() need: the database, the
+ * context count, and the health check's own connection (made by the first
+ * check; NULL before).
+ */
 typedef struct tsvc_workers {
-	tsvc_db *db;
-	int      contexts; // cm_rpc_server_config.nworkers
+	tsvc_db    *db;
+	int         contexts; // cm_rpc_server_config.nworkers
+	tsvc_store *health;   // used by tsvc_health() only
 } tsvc_workers;
 
 /**
@@ -473,5 +481,26 @@ void *tsvc_worker_init(void *arg, int index, cm_err *err);
 
 /** tsvc_worker_fini() closes the worker's store (cm_rpc worker_fini). */
 void tsvc_worker_fini(void *arg, void *worker);
+
+/**
+ * tsvc_health() is the cm_rpc health hook (arg: the tsvc_workers): 1
+ * (serving) when the database answers a ping within TSVC_HEALTH_PING_MS
+ * on the check's own connection, else 0 with a client-safe detail. Runs
+ * on the rpc layer's health thread, never on a request path.
+ */
+int tsvc_health(void *arg, char *detail, size_t n);
+
+/** tsvc_health_fini() closes the health check's connection. */
+void tsvc_health_fini(tsvc_workers *w);
+
+/**
+ * tsvc_metrics_init() registers the thread-service's own metrics (the
+ * rpc layer counts requests and latency by method): storage errors by
+ * kind, and the worker lanes of srv (threads busy = connections in use,
+ * calls waiting, threads) read at scrape time. Call once after the
+ * server started; tsvc_metrics_fini() before it stops.
+ */
+void tsvc_metrics_init(cm_rpc_server *srv);
+void tsvc_metrics_fini(cm_rpc_server *srv);
 
 #endif // TSVC_H

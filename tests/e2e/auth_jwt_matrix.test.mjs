@@ -18,7 +18,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as jose from 'jose';
 
-import { startStack } from './harness.mjs';
+import { startStack, waitFor } from './harness.mjs';
 import {
 	bearer, deadUrl, makeKey, mint, mintHs256, now, pollUntil, searchAs,
 	startJwksServer, unsecured,
@@ -252,9 +252,11 @@ describe('jwt key rotation', () => {
 		const newKey = await makeKey('RS256', 'gen-2');
 		idp.setKeys([oldKey.jwk]);
 		stack = await startStack({ idp: false, authEnv: jwtEnv(idp.url) });
-		assert.equal(idp.hits(), 0, 'no fetch before the first token');
+		// The Health check loads the keys once at start (so the service
+		// can report ready before its first token); tokens then use them.
+		await waitFor('the health check to load the keys', async () => idp.hits() === 1);
 		assert200(await bearer(stack, await mint(oldKey, claims())));
-		assert.equal(idp.hits(), 1);
+		assert.equal(idp.hits(), 1, 'no fetch for the first token');
 		// the IdP publishes the next key and starts signing with it
 		idp.setKeys([oldKey.jwk, newKey.jwk]);
 		assert200(await bearer(stack, await mint(newKey, claims())));

@@ -56,7 +56,7 @@ const HTTP_TIMEOUT_MS = 10000;
 // Environment variables that configure threadgate; removed from the
 // inherited environment so only what a test passes reaches a service.
 const CONFIG_PREFIXES = ['SUPABASE_', 'AUTH_', 'GATEWAY_', 'THREAD_', 'THREADS_',
-	'DEV_IDP_', 'OIDC_', 'THREADGATE_', 'LOG_LEVEL'];
+	'DEV_IDP_', 'OIDC_', 'THREADGATE_', 'LOG_LEVEL', 'LOG_FORMAT', 'METRICS_'];
 
 // Dev IdP keys used by test stacks (any non-empty strings work).
 const TEST_ANON_KEY = 'e2e-anon-key';
