@@ -35,7 +35,8 @@ BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 # prometheus: promtool checks every /metrics output, and a real Prometheus
 # server scrapes the stack in tests/e2e/observability.test.mjs (Debian's
 # package: ~19 MB download; the service it ships is not started here).
-TEST_PKGS=(prometheus)
+# iproute2: the multihost test builds network namespaces with `ip`.
+TEST_PKGS=(prometheus iproute2)
 
 want_test=0
 for a in "$@"; do
