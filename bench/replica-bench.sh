@@ -14,6 +14,9 @@
 #   3. IdP calls per token: USERS users, 20 requests each alternating
 #      between two gateways, then the dev IdP's user-endpoint count.
 # Usage: bench/replica-bench.sh [seconds per phase, default 5]
+# Knobs: CONNS (64), USERS (20), WRK_LUA (a wrk script, e.g. one printing
+# more percentiles in done()), SHOW_WRK=1 (print wrk's whole output),
+# KEEP=1 (keep the temp dir with every log).
 # Needs: wrk, curl; a Release build in $BUILD (default <repo>/build-bench,
 # built here if missing).
 set -eu
@@ -31,7 +34,8 @@ if [ ! -x "$build/rpc_replica" ] ||
 	[ ! -x "$build/threadgate/gateway/threadgate-gateway" ]; then
 	echo "building Release into $build ..." >&2
 	cmake -S "$root/bench" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build "$build" -j2 >/dev/null
+	cmake --build "$build" -j2 --target rpc_replica threadgate-gateway \
+		threadgate-auth threadgate-threads threadgate-dev-idp >/dev/null
 fi
 bin=$build/threadgate
 
@@ -122,7 +126,8 @@ tid=$(curl -sf -X POST "$gw1/threads" -H "Authorization: Bearer $tok" -d '{}' |
 	json_field thread_id)
 [ -n "$tid" ] || { echo "create failed" >&2; exit 1; }
 run_wrk() { # label
-	wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $tok" \
+	wrk -t2 -c"$conns" -d"${secs}s" --latency ${WRK_LUA:+-s "$WRK_LUA"} \
+		-H "Authorization: Bearer $tok" \
 		"$gw1/threads/$tid" >"$tmp/wrk.out" 2>&1 || true
 	rps=$(sed -n 's/^Requests\/sec: *//p' "$tmp/wrk.out")
 	max=$(awk '/^    Latency/ {print $4}' "$tmp/wrk.out")
