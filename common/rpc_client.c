@@ -839,7 +839,21 @@ op_start(cm_rpc_client *c, rpc_op *op)
 static void
 abandon_calls(rpc_replica *r, int why, int64_t now, int tick_ms)
 {
-	unsigned ep = atomic_load(&r->epoch);
+	cm_rpc_client *c         = r->c;
+	unsigned       ep        = atomic_load(&r->epoch);
+	int            elsewhere = 0;
+
+	// A stall only moves calls when another replica is healthy: with
+	// none (a single replica, or all of them slow - a loaded machine
+	// can miss a probe window) the calls keep waiting where they are,
+	// within their deadline.
+	for (int i = 0; i < c->nreps; i++) {
+		elsewhere |= c->reps[i] != r && !c->reps[i]->removed &&
+		    tier(c->reps[i], now) == 0;
+	}
+	if (why == ABANDON_STALL && !elsewhere) {
+		return;
+	}
 
 	for (size_t i = 0; i < r->nslots; i++) {
 		rpc_slot *s    = r->slots[i];

@@ -42,8 +42,10 @@
 // ---------------------------------------------------------------------
 
 // R_DOWN answers every call, but NOT_SERVING to Health (a replica whose
-// database is unreachable).
-typedef enum { R_ANSWER, R_SILENT, R_HOLD, R_DOWN } rmode;
+// database is unreachable). R_SLOW answers everything, Health included,
+// after SLOW_MS (a CPU-starved process).
+typedef enum { R_ANSWER, R_SILENT, R_HOLD, R_DOWN, R_SLOW } rmode;
+#define SLOW_MS 600
 
 typedef struct responder responder;
 
@@ -52,6 +54,8 @@ typedef struct rctx {
 	nng_ctx    ctx;
 	nng_aio   *aio;
 	int        sending;
+	int        sleeping; // R_SLOW: the reply waits in out
+	nng_msg   *out;
 	nng_msg   *held;
 } rctx;
 
@@ -82,6 +86,19 @@ rctx_cb(void *arg)
 	char     ident[32];
 	nng_msg *out;
 
+	if (x->sleeping) {
+		x->sleeping = 0;
+		if (rv != 0) {
+			nng_msg_free(x->out);
+			x->out = NULL;
+			return;
+		}
+		x->sending = 1;
+		nng_aio_set_msg(x->aio, x->out);
+		x->out = NULL;
+		nng_ctx_send(x->ctx, x->aio);
+		return;
+	}
 	if (x->sending) {
 		x->sending = 0;
 		if (rv != 0) {
@@ -136,6 +153,12 @@ rctx_cb(void *arg)
 	    &out, threadgate__rpc__v1__response__get_packed_size(&resp));
 	threadgate__rpc__v1__response__pack(&resp, nng_msg_body(out));
 	threadgate__rpc__v1__request__free_unpacked(req, NULL);
+	if (r->mode == R_SLOW) {
+		x->sleeping = 1;
+		x->out      = out;
+		nng_sleep_aio(SLOW_MS, x->aio);
+		return;
+	}
 	x->sending = 1;
 	nng_aio_set_msg(x->aio, out);
 	nng_ctx_send(x->ctx, x->aio);
@@ -188,6 +211,7 @@ responder_stop(responder *r)
 	nng_close(r->sock);
 	for (int i = 0; i < R_CTXS; i++) {
 		nng_msg_free(r->c[i].held);
+		nng_msg_free(r->c[i].out);
 		nng_aio_free(r->c[i].aio);
 	}
 	free(r);
@@ -904,6 +928,30 @@ test_not_serving(void **state)
 	responder_stop(b);
 }
 
+static void
+test_single_slow(void **state)
+{
+	responder         *a     = responder_start("127.0.0.1", 0, 1, R_SLOW);
+	cm_rpc_client_opts copts = { .stall_ms = 100 };
+	cm_rpc_client     *c     = NULL;
+	cm_rpc_call_opts   o     = { .timeout_ms = 3000, .idempotent = 1 };
+	char               url[64];
+	batch              bt;
+	one                ones[8];
+
+	(void) state;
+	// Alone and slower than two stall windows (its probes too): it
+	// counts as stalled, but with nowhere else to go its calls wait.
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", a->port);
+	assert_int_equal(cm_rpc_client_open_opts(url, &copts, &c), CM_OK);
+	assert_true(wait_for(all_connected, c));
+	run_batch(c, 8, &o, NULL, &bt, ones);
+	assert_int_equal(bt.ok, 8);
+	assert_true(bt.max_ms >= SLOW_MS);
+	cm_rpc_client_close(c);
+	responder_stop(a);
+}
+
 int
 main(void)
 {
@@ -917,6 +965,7 @@ main(void)
 		cmocka_unit_test(test_down),
 		cmocka_unit_test(test_dns),
 		cmocka_unit_test(test_not_serving),
+		cmocka_unit_test(test_single_slow),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
