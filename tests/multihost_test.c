@@ -21,9 +21,12 @@
 // superseded by a later one), a user never saw the other's threads.
 //
 // Needs root (network namespaces); elsewhere it prints why and exits 77,
-// which CTest counts as skipped. Needs PostgreSQL (scripts/deps.sh --test);
-// TG_MULTIHOST_DB=sqlite shares one sqlite file instead (development only:
-// the namespaces share the file system).
+// which CTest counts as skipped, as it does when scripts/pg-test-cluster.sh
+// exists but no PostgreSQL server is installed (scripts/deps.sh --test
+// installs one). In a tree without the PostgreSQL backend (no
+// pg-test-cluster.sh), or with TG_MULTIHOST_DB=sqlite, t1 and t2 share one
+// sqlite file instead (the namespaces share the file system), and the test
+// says so.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -986,6 +989,23 @@ test_replicas_die_and_return(void **state)
 	}
 }
 
+// Whether PostgreSQL server binaries are installed where
+// pg-test-cluster.sh looks ($TG_PG_BINDIR, else /usr/lib/postgresql/*).
+static int
+pg_installed(void)
+{
+	const char *dir = getenv("TG_PG_BINDIR");
+	char        path[1024];
+	const char *ls[] = { "sh", "-c",
+		"ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1", NULL };
+
+	if (dir != NULL && dir[0] != '\0') {
+		snprintf(path, sizeof(path), "%s/initdb", dir);
+		return (access(path, X_OK) == 0);
+	}
+	return (tg_run(NULL, NULL, ls, NULL) == 0);
+}
+
 int
 main(void)
 {
@@ -1007,11 +1027,19 @@ main(void)
 		snprintf(script, sizeof(script),
 		    "%s/scripts/pg-test-cluster.sh", tg_source_dir());
 		if (access(script, X_OK) != 0) {
-			printf("multihost test skipped: no %s (the PostgreSQL "
-			       "backend is not in this tree)\n",
+			printf("multihost test: no %s in this tree (no "
+			       "PostgreSQL backend)\n",
 			    script);
+			M.pg = 0;
+		} else if (!pg_installed()) {
+			printf("multihost test skipped: no PostgreSQL server "
+			       "binaries (scripts/deps.sh --test installs "
+			       "them)\n");
 			return (EXIT_SKIP);
 		}
 	}
+	printf("multihost test: thread replicas on %s\n",
+	    M.pg ? "PostgreSQL (a host of its own, over tcp)"
+	         : "one shared sqlite file");
 	return (cmocka_run_group_tests(tests, setup, teardown));
 }
