@@ -1276,10 +1276,12 @@ resolve_all(cm_rpc_client *c)
 	}
 
 	pthread_mutex_lock(&c->mu);
-	// Replicas of names that failed stay as they are.
+	// Replicas of names that failed stay as they are: the ones the last
+	// answer named (not those it dropped, which may still be closing).
 	for (int i = 0; i < c->nreps; i++) {
 		for (int e = 0; e < c->nentries; e++) {
-			if (bad[e] && (c->reps[i]->entries & (1u << e))) {
+			if (bad[e] && !c->reps[i]->removed &&
+			    (c->reps[i]->entries & (1u << e))) {
 				target_add(t, &nt, c->reps[i]->url, e);
 			}
 		}
