@@ -11,20 +11,26 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS       ?= 2
 CMAKE_TYPE ?= RelWithDebInfo
+# make fuzz: seconds per fuzz target.
+FUZZ_SECONDS ?= 60
+# Tests run under ThreadSanitizer (make tsan, make test): the rpc layer,
+# every service's contract test, and the gateway's threaded HTTP layer.
+TSAN_TESTS ?= common\.rpc_test|contract_test|dev-idp\.http_test|gateway\.e2e_test
 
 # cmake --build runs make again; keep the output readable.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all run test deps deps-test build binaries build-asan check e2e asan format \
-	format-check lint node-modules ci clean distclean help
+.PHONY: all run test deps deps-test build binaries build-asan build-tsan check e2e asan \
+	tsan fuzz bench format format-check lint node-modules ci clean distclean help
 
 all: build
 
 help:
 	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
-	@echo 'Also: make build | check (ctest on build/) | e2e | asan | format | format-check | lint | clean'
+	@echo 'Also: make build | check (ctest on build/) | e2e | asan | tsan | fuzz | bench | format | format-check | lint | clean'
 
 # make run needs only the four programs, not the tests.
 BINARIES = threadgate-gateway threadgate-auth threadgate-threads threadgate-dev-idp
@@ -35,6 +41,11 @@ run: deps
 
 test:
 	scripts/test.sh
+
+# The cost of a request next to nginx's floor (bench/make-bench.sh).
+bench:
+	scripts/deps.sh --bench
+	bench/make-bench.sh
 
 ci:
 	.ci/run
@@ -57,6 +68,14 @@ build-asan:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 
+build-tsan:
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTG_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j$(JOBS)
+
+# libFuzzer targets (clang): each runs FUZZ_SECONDS; see fuzz/README.md.
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 node-modules:
 	scripts/npm.sh ci --no-audit --no-fund
 
@@ -68,6 +87,12 @@ e2e: build
 
 asan: build-asan
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS) -L 'unit|contract'
+
+# A data race report fails the test (halt_on_error; the services inherit
+# the option, so a report in a child process fails its test too).
+tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	ctest --test-dir $(TSAN_BUILD) --output-on-failure -j$(JOBS) -R '$(TSAN_TESTS)'
 
 # clang-format 14 (Debian's clang-format package) with .clang-format.
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
@@ -82,7 +107,7 @@ lint:
 	scripts/check-banned.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-fuzz
 
 distclean: clean
 	rm -rf .data .tools node_modules

@@ -19,7 +19,13 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
-#define DEFAULT_LISTEN "ipc:///tmp/threadgate-auth.sock"
+// The default listen URL is private to the user (cm_default_ipc_url):
+// a socket in /tmp could be created first by any local user, who would
+// then answer the gateway's Authenticate calls.
+#define DEFAULT_LISTEN_TEXT                                           \
+	"ipc://$XDG_RUNTIME_DIR/threadgate/auth.sock, or\n"           \
+	"                               ipc:///tmp/threadgate-<uid>/" \
+	"auth.sock (a 0700 directory)"
 // Longest listen URL accepted (nng's own limit for ipc paths is ~100).
 #define LISTEN_URL_MAX 512
 // Longest secret / key / claim name / audience accepted from the
@@ -65,7 +71,7 @@ auth_config_usage(FILE *f)
 	    "  --version      print the version\n"
 	    "\n"
 	    "Environment (default in brackets):\n"
-	    "  AUTH_SERVICE_URL             [" DEFAULT_LISTEN "]\n"
+	    "  AUTH_SERVICE_URL             [" DEFAULT_LISTEN_TEXT "]\n"
 	    "  AUTH_WORKERS                 concurrent workers, 1..256 [32]\n"
 	    "  AUTH_PROVIDER                supabase|jwt|introspection|hybrid|"
 	    "static\n"
@@ -360,6 +366,7 @@ auth_config_load(int argc, char **argv, auth_config *cfg, int *exit_now)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *listen_flag = NULL;
+	char        listen_def[CM_IPC_URL_MAX];
 	const char *outage;
 	const char *secret;
 	int         c;
@@ -397,9 +404,21 @@ auth_config_load(int argc, char **argv, auth_config *cfg, int *exit_now)
 		return (CM_EINVAL);
 	}
 
+	if (listen_flag == NULL &&
+	    cm_env_str("AUTH_SERVICE_URL", NULL) == NULL) {
+		// Only computed (and its directory made) when used.
+		if (cm_default_ipc_url(
+		        "auth", listen_def, sizeof(listen_def)) != CM_OK) {
+			cm_error(NULL,
+			    "no usable default for AUTH_SERVICE_URL; set it "
+			    "(or --listen)");
+			return (CM_EINVAL);
+		}
+		listen_flag = listen_def;
+	}
 	cfg->listen_url = cm_xstrdup(listen_flag != NULL
 	        ? listen_flag
-	        : cm_env_str("AUTH_SERVICE_URL", DEFAULT_LISTEN));
+	        : cm_env_str("AUTH_SERVICE_URL", NULL));
 	if (cfg->health_check) {
 		return (CM_OK); // only the URL is needed to ask Health
 	}

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "auth-service/service.h"
+#include "common/util.h"
 
 static const char *vars[] = { "AUTH_SERVICE_URL", "AUTH_WORKERS",
 	"AUTH_PROVIDER", "SUPABASE_URL", "SUPABASE_SERVICE_KEY",
@@ -61,7 +62,14 @@ test_defaults(void **state)
 	assert_int_equal(load(&cfg, 0, NULL), CM_OK);
 	assert_int_equal(cfg.provider, AUTH_PROVIDER_SUPABASE);
 	assert_string_equal(cfg.supabase_url, "http://127.0.0.1:9999");
-	assert_string_equal(cfg.listen_url, "ipc:///tmp/threadgate-auth.sock");
+	{
+		// The default is private to this user (cm_default_ipc_url).
+		char want[CM_IPC_URL_MAX];
+		assert_int_equal(
+		    cm_default_ipc_url("auth", want, sizeof(want)), CM_OK);
+		assert_string_equal(cfg.listen_url, want);
+		assert_null(strstr(cfg.listen_url, "/tmp/threadgate-auth"));
+	}
 	assert_int_equal(cfg.workers, 32);
 	assert_int_equal(cfg.cache_ttl_s, 60);
 	assert_int_equal(cfg.cache_max, 100000);

@@ -69,6 +69,7 @@ typedef enum {
 	RM_GARBAGE,  // 200 with a body that is not JSON
 	RM_EMPTY,    // 200 {}
 	RM_EMPTY_ID, // 200 {"id": ""}
+	RM_NUL_ID,   // 200 {"id": "<a real id>\u0000x"}: refused, not cut
 	RM_HUGE,     // 200 with a body over AUTH_IDP_BODY_MAX
 	RM_500,
 	RM_401,
@@ -79,6 +80,8 @@ typedef enum {
 	RM_INTRO_CLIENT,   // active, client_id only (client_credentials)
 	RM_INTRO_INACTIVE, // {"active":false}
 	RM_INTRO_BAD,      // "active" is not a boolean
+	RM_INTRO_NUL_SUB,  // active, sub "intro-user\u0000x"
+	RM_INTRO_NUL_AUD,  // active, aud "https://api.test\u0000x"
 } resp_mode;
 
 typedef struct responder {
@@ -123,8 +126,9 @@ send_response(int fd, int status, const char *body, size_t len)
 static void
 serve_conn(responder *r, int cfd)
 {
-	char   buf[RESP_REQ_MAX];
-	size_t n = 0;
+	char      buf[RESP_REQ_MAX];
+	size_t    n = 0;
+	resp_mode mode;
 
 	// Read the request headers (bounded in size and time).
 	while (n < sizeof(buf) - 1) {
@@ -167,7 +171,8 @@ serve_conn(responder *r, int cfd)
 			(long) (r->delay_ms % 1000) * 1000000L };
 		nanosleep(&ts, NULL); // simulates a slow IdP, not a wait
 	}
-	switch ((resp_mode) atomic_load(&r->mode)) {
+	mode = (resp_mode) atomic_load(&r->mode);
+	switch (mode) {
 	case RM_OK: {
 		static const char b[] =
 		    "{\"id\":\"0b6e5f3c-1111-4222-8333-944455556666\","
@@ -185,6 +190,25 @@ serve_conn(responder *r, int cfd)
 	case RM_EMPTY_ID:
 		send_response(cfd, 200, "{\"id\":\"\"}", 9);
 		break;
+	case RM_NUL_ID: {
+		static const char b[] =
+		    "{\"id\":\"0b6e5f3c-1111-4222-8333-944455556666\\u0000x\","
+		    "\"email\":\"resp@example.test\"}";
+		send_response(cfd, 200, b, sizeof(b) - 1);
+		break;
+	}
+	case RM_INTRO_NUL_SUB:
+	case RM_INTRO_NUL_AUD: {
+		char b[256];
+		int  bl = snprintf(b, sizeof(b),
+		     "{\"active\":true,\"sub\":\"intro-user%s\","
+		      "\"exp\":%lld,\"aud\":\"https://api.test%s\"}",
+                    mode == RM_INTRO_NUL_SUB ? "\\u0000x" : "",
+		     (long long) (cm_now_ms() / 1000 + 300),
+                    mode == RM_INTRO_NUL_AUD ? "\\u0000x" : "");
+		send_response(cfd, 200, b, (size_t) bl);
+		break;
+	}
 	case RM_HUGE: {
 		size_t len = 300u * 1024u;
 		char  *b   = malloc(len);
@@ -828,6 +852,7 @@ test_idp_answers_and_stats(void **state)
 		{ RM_GARBAGE, CM_EUNAVAIL },
 		{ RM_EMPTY, CM_EUNAVAIL },
 		{ RM_EMPTY_ID, CM_EUNAVAIL },
+		{ RM_NUL_ID, CM_EUNAVAIL },
 		{ RM_HUGE, CM_EUNAVAIL },
 		{ RM_500, CM_EUNAVAIL },
 		{ RM_401, CM_EAUTH },
@@ -908,10 +933,10 @@ test_idp_answers_and_stats(void **state)
 
 	st = stats(&s);
 	// valid: tok-ok twice. refused: 401 x2, 403 x2, 3 header cases,
-	// EPERM. unavailable: 5 modes x 2. malformed: the scope list.
+	// EPERM. unavailable: 6 modes x 2. malformed: the scope list.
 	assert_int_equal(st->valid, 2);
 	assert_int_equal(st->refused, 2 + 2 + 3 + 1);
-	assert_int_equal(st->unavailable, 5 * 2);
+	assert_int_equal(st->unavailable, 6 * 2);
 	assert_int_equal(st->malformed, 1);
 	assert_int_equal(st->cache_hits, 1);
 	assert_int_equal(st->cache_entries, 1);
@@ -1100,6 +1125,12 @@ test_introspection(void **state)
 	assert_int_equal(authn(&s, "revoked", NULL), CM_EAUTH);
 	atomic_store(&r->mode, RM_INTRO_BAD);
 	assert_int_equal(authn(&s, "bad-active", NULL), CM_EUNAVAIL);
+	// A NUL inside sub or aud is refused, not cut at the NUL (which
+	// would read as the other user / the expected audience).
+	atomic_store(&r->mode, RM_INTRO_NUL_SUB);
+	assert_int_equal(authn(&s, "nul-sub", NULL), CM_EUNAVAIL);
+	atomic_store(&r->mode, RM_INTRO_NUL_AUD);
+	assert_int_equal(authn(&s, "nul-aud", NULL), CM_EAUTH);
 	atomic_store(&r->mode, RM_500);
 	assert_int_equal(authn(&s, "idp-500", NULL), CM_EUNAVAIL);
 	atomic_store(&r->mode, RM_401); // our client credentials refused

@@ -44,14 +44,16 @@ aud_matches(json_t *aud, const char *want)
 	size_t  i;
 	json_t *v;
 
+	// auth_json_text: "authenticated\u0000x" is not "authenticated".
 	if (json_is_string(aud)) {
-		return (strcmp(json_string_value(aud), want) == 0);
+		return (auth_json_text(aud) != NULL &&
+		    strcmp(auth_json_text(aud), want) == 0);
 	}
 	if (json_is_array(aud)) {
 		json_array_foreach(aud, i, v)
 		{
-			if (json_is_string(v) &&
-			    strcmp(json_string_value(v), want) == 0) {
+			if (auth_json_text(v) != NULL &&
+			    strcmp(auth_json_text(v), want) == 0) {
 				return (1);
 			}
 		}
@@ -120,7 +122,7 @@ intro_verify(auth_provider *p, auth_worker *w, const char *token,
 		goto out;
 	}
 	if (ip->cfg->issuer[0] != '\0') {
-		s = json_string_value(json_object_get(j, "iss"));
+		s = auth_json_text(json_object_get(j, "iss"));
 		if (s == NULL || strcmp(s, ip->cfg->issuer) != 0) {
 			snprintf(
 			    detail, detail_len, "token issuer not accepted");
@@ -134,9 +136,9 @@ intro_verify(auth_provider *p, auth_worker *w, const char *token,
 		rv = CM_EAUTH;
 		goto out;
 	}
-	id = json_string_value(json_object_get(j, "sub"));
+	id = auth_json_text(json_object_get(j, "sub"));
 	if (id == NULL || id[0] == '\0') {
-		id = json_string_value(json_object_get(j, "client_id"));
+		id = auth_json_text(json_object_get(j, "client_id"));
 	}
 	if (id == NULL || id[0] == '\0' || strlen(id) >= AUTH_ID_MAX) {
 		cm_warn(NULL, "introspection answered active without sub");
@@ -147,11 +149,11 @@ intro_verify(auth_provider *p, auth_worker *w, const char *token,
 	}
 	memset(out, 0, sizeof(*out));
 	snprintf(out->identity, sizeof(out->identity), "%s", id);
-	s = json_string_value(json_object_get(j, "email"));
+	s = auth_json_text(json_object_get(j, "email"));
 	if (s != NULL && strlen(s) < sizeof(out->email)) {
 		snprintf(out->email, sizeof(out->email), "%s", s);
 	}
-	s = json_string_value(json_object_get(j, "scope"));
+	s = auth_json_text(json_object_get(j, "scope"));
 	if (s != NULL && strlen(s) < sizeof(out->scopes)) {
 		snprintf(out->scopes, sizeof(out->scopes), "%s", s);
 	}

@@ -209,8 +209,29 @@ member_str(json_t *obj, const char *name)
 	return (json_string_value(v));
 }
 
+// b64url_ok() is 1 for strict base64url without padding (RFC 7515 2):
+// [A-Za-z0-9_-] only, and a length no encoding has (4k + 1) refused.
+// libcjose 0.6.2's decoder assert()s on such input ("shift != 1") - an
+// abort of the whole service on a bad JWKS document (found by fuzz_jwt) -
+// so nothing else reaches it.
+static int
+b64url_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		        (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+			return (0);
+		}
+	}
+	return (n % 4 != 1);
+}
+
 // Imports the public members named in names (NULL-terminated) of jwk into
-// a cjose key. Returns NULL if one is missing or cjose refuses the key.
+// a cjose key. Returns NULL if one is missing, is not strict base64url
+// (every member but "crv") or cjose refuses the key.
 static cjose_jwk_t *
 import_public(json_t *jwk, const char *kty, const char *const *names)
 {
@@ -223,7 +244,8 @@ import_public(json_t *jwk, const char *kty, const char *const *names)
 	json_object_set_new(pub, "kty", json_string(kty));
 	for (i = 0; names[i] != NULL; i++) {
 		const char *v = member_str(jwk, names[i]);
-		if (v == NULL || v[0] == '\0') {
+		if (v == NULL || v[0] == '\0' ||
+		    (strcmp(names[i], "crv") != 0 && !b64url_ok(v))) {
 			goto out;
 		}
 		json_object_set_new(pub, names[i], json_string(v));

@@ -416,6 +416,31 @@ test_keyset_parse_filters(void **state)
 	assert_null(auth_keyset_find(ks, "rsa-hs"));
 	auth_keyset_rele(ks);
 
+	// Key material that is not strict base64url is skipped, not handed
+	// to cjose: its decoder assert()s (aborts the service) on "d=GhyVm"
+	// and on lengths of 4k + 1 (found by fuzz_jwt).
+	{
+		static const char *bad[] = { "d=GhyVm", "abcde", "ab+/", "a b",
+			"MDEy=" };
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char doc2[256];
+			ks = NULL;
+			snprintf(doc2, sizeof(doc2),
+			    "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"b\","
+			    "\"k\":\"%s\"},{\"kty\":\"EC\",\"crv\":"
+			    "\"P-256\",\"kid\":\"e\",\"x\":\"%s\",\"y\":\"%"
+			    "s\"}]}",
+			    bad[i], bad[i], bad[i]);
+			assert_int_equal(
+			    auth_keyset_parse(doc2, strlen(doc2),
+			        AUTH_JWKS_ALGS_DEFAULT | AUTH_ALG_HS256, &ks,
+			        d, sizeof(d)),
+			    CM_OK);
+			assert_int_equal(ks->n, 0);
+			auth_keyset_rele(ks);
+		}
+	}
+
 	// an empty set is valid (HS256-only Supabase serves {"keys":[]})
 	ks = NULL;
 	assert_int_equal(auth_keyset_parse("{\"keys\":[]}", 11,

@@ -622,3 +622,9 @@ auth_server_cache(auth_server *srv)
 {
 	return (srv->cache);
 }
+
+ProtobufCService *
+auth_server_service(auth_server *srv)
+{
+	return (&srv->service.base);
+}

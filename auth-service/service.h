@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+
 #include "auth-service/auth.h"
 #include "auth-service/cache.h"
 #include "common/err.h"
@@ -122,6 +125,13 @@ cm_err auth_authenticate(auth_server *srv, auth_worker *w,
 cm_err auth_server_new_local(
     const auth_config *cfg, auth_provider *provider, auth_server **out);
 
+/**
+ * auth_server_service() returns the server's protobuf-c service (the
+ * Authenticate and Stats handlers; borrowed), for driving the handlers
+ * in-process without the rpc transport (the fuzz target).
+ */
+ProtobufCService *auth_server_service(auth_server *srv);
+
 /** auth_server_cache() returns the server's cache (borrowed). */
 auth_cache *auth_server_cache(auth_server *srv);
 
@@ -151,6 +161,15 @@ int64_t auth_http_deadline(void);
  * decide validity. Any thread.
  */
 int64_t auth_token_exp(const char *token);
+
+/**
+ * auth_json_text() returns the string value of v (borrowed from v), or
+ * NULL when v is not a string or holds a NUL ("\u0000"): our JSON reader
+ * accepts that escape, and as a C string the value would be cut at the
+ * NUL - "alice\u0000x" read as "alice" - so an IdP answer could name
+ * someone else. Callers treat NULL as "no usable value". Any thread.
+ */
+const char *auth_json_text(const json_t *v);
 
 /**
  * auth_form_encode() appends s form-urlencoded

@@ -147,7 +147,7 @@ auth_static_new_from_buffer(const char *buf, size_t len, auth_provider **out,
 			rv = CM_EINVAL;
 			goto out;
 		}
-		id = json_string_value(json_object_get(val, "identity"));
+		id = auth_json_text(json_object_get(val, "identity"));
 		if (id == NULL || id[0] == '\0' || strlen(id) >= AUTH_ID_MAX) {
 			snprintf(detail, detail_len,
 			    "each entry needs a non-empty \"identity\" string "
@@ -158,8 +158,7 @@ auth_static_new_from_buffer(const char *buf, size_t len, auth_provider **out,
 		}
 		email = NULL;
 		if (json_object_get(val, "email") != NULL) {
-			email =
-			    json_string_value(json_object_get(val, "email"));
+			email = auth_json_text(json_object_get(val, "email"));
 			if (email == NULL || strlen(email) >= AUTH_EMAIL_MAX) {
 				snprintf(detail, detail_len,
 				    "\"email\" must be a string (< %d bytes)",
@@ -183,7 +182,7 @@ auth_static_new_from_buffer(const char *buf, size_t len, auth_provider **out,
 		    email != NULL ? email : "");
 		json_array_foreach(perms, i, pv)
 		{
-			const char *ps = json_string_value(pv);
+			const char *ps = auth_json_text(pv);
 			size_t      pl;
 
 			if (ps == NULL || ps[0] == '\0' ||

@@ -110,8 +110,9 @@ sb_verify(auth_provider *p, auth_worker *w, const char *token,
 		rv = CM_EUNAVAIL;
 		goto out;
 	}
-	id    = json_string_value(json_object_get(user, "id"));
-	email = json_string_value(json_object_get(user, "email"));
+	// A value with a NUL is refused, not cut at it (auth_json_text).
+	id    = auth_json_text(json_object_get(user, "id"));
+	email = auth_json_text(json_object_get(user, "email"));
 	if (id == NULL || id[0] == '\0' || strlen(id) >= AUTH_ID_MAX) {
 		cm_warn(
 		    NULL, "supabase /user answered 200 without a usable id");

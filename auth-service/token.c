@@ -149,3 +149,14 @@ out:
 	out[rv == CM_OK ? o : 0] = '\0';
 	return (rv);
 }
+
+const char *
+auth_json_text(const json_t *v)
+{
+	const char *s = json_string_value(v);
+
+	if (s == NULL || strlen(s) != json_string_length(v)) {
+		return (NULL);
+	}
+	return (s);
+}

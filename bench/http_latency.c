@@ -4,18 +4,23 @@
 // at a time (a benchmark tool, not a test).
 //
 // Sends N requests back to back on one keep-alive connection (after a
-// warm-up) and prints p50 / p99 / max in milliseconds and the number of
-// non-2xx answers. "{id}" in the path is replaced, per request, by a
-// random line of the ids file. With --bg K, K more threads (each its own
-// connection) send the background request in a loop for as long as the
-// measurement runs: that is the head-of-line figure (how a point read
-// fares while slow requests occupy the service).
+// warm-up) and prints p50 / p99 / max in milliseconds, the rate and the
+// number of non-2xx answers. "{id}" in the path is replaced, per request,
+// by a random line of the ids file. --conns C spreads the N requests over
+// C connections (threads) sending at once. --tokens FILE gives every
+// request a bearer token of its own (the lines of FILE, each used once:
+// a cold token the auth-service has never seen; N is capped at the number
+// of tokens). With --bg K, K more threads (each its own connection) send
+// the background request in a loop for as long as the measurement runs:
+// that is the head-of-line figure (how a point read fares while slow
+// requests occupy the service).
 //
 // Usage:
 //   http_latency BASE_URL TOKEN N METHOD PATH [BODY]
-//       [--ids FILE] [--warmup N] [--bg K BG_METHOD BG_PATH BG_BODY]
+//       [--ids FILE] [--warmup N] [--conns C] [--tokens FILE]
+//       [--bg K BG_METHOD BG_PATH BG_BODY]
 // Output (one line): name=value pairs, e.g.
-//   n=2000 p50_ms=0.31 p99_ms=0.92 max_ms=3.10 errors=0 bg_done=57
+//   n=2000 p50_ms=0.31 p99_ms=0.92 max_ms=3.10 rps=3200 errors=0
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,8 +36,12 @@
 #define LAT_N_MAX 1000000
 // Most ids read from the ids file.
 #define IDS_MAX 100000
-// Most background threads.
+// Most background threads, and most measuring connections.
 #define BG_MAX 64
+// Most tokens read from a tokens file.
+#define TOKENS_MAX 1000000
+// Longest token line accepted.
+#define TOKEN_LINE_MAX 4096
 // Longest URL built.
 #define URL_MAX 2048
 
@@ -47,6 +56,9 @@ static char        auth_header[9000];
 static char      **ids;
 static size_t      nids;
 static atomic_int  stop_bg;
+static char      **tokens;
+static size_t      ntokens;
+static atomic_long next_token;
 static atomic_long bg_done;
 static atomic_long bg_errors;
 
@@ -82,13 +94,25 @@ make_url(const req_spec *s, unsigned *seed, char *url, size_t len)
 }
 
 // One request on h; returns its HTTP status (0 on a transport error).
+// With a tokens file, each call takes the next token.
 static long
 one(CURL *h, struct curl_slist *hdrs, const req_spec *s, unsigned *seed)
 {
-	char url[URL_MAX];
-	long code = 0;
+	char               url[URL_MAX];
+	char               auth[TOKEN_LINE_MAX + 32];
+	struct curl_slist *own  = NULL;
+	long               code = 0;
 
 	make_url(s, seed, url, sizeof(url));
+	if (ntokens > 0) {
+		long i = atomic_fetch_add(&next_token, 1);
+
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
+		    tokens[(size_t) i % ntokens]);
+		own = curl_slist_append(own, auth);
+		own = curl_slist_append(own, "Content-Type: application/json");
+		hdrs = own;
+	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, s->method);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -101,6 +125,7 @@ one(CURL *h, struct curl_slist *hdrs, const req_spec *s, unsigned *seed)
 	if (curl_easy_perform(h) == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
 	}
+	curl_slist_free_all(own);
 	return (code);
 }
 
@@ -156,6 +181,62 @@ cmp_i64(const void *a, const void *b)
 }
 
 static void
+read_tokens(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *line;
+
+	if (f == NULL) {
+		perror(path);
+		exit(1);
+	}
+	line   = malloc(TOKEN_LINE_MAX);
+	tokens = calloc(TOKENS_MAX, sizeof(char *));
+	while (
+	    ntokens < TOKENS_MAX && fgets(line, TOKEN_LINE_MAX, f) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (line[0] != '\0') {
+			tokens[ntokens++] = strdup(line);
+		}
+	}
+	free(line);
+	fclose(f);
+}
+
+// One measuring connection: requests [first, first + n) of lat.
+typedef struct fg_arg {
+	const req_spec *s;
+	int64_t        *lat;
+	int64_t         first;
+	int64_t         n;
+	int64_t         errors;
+	pthread_t       thread;
+} fg_arg;
+
+static void *
+fg_main(void *arg)
+{
+	fg_arg            *a    = arg;
+	CURL              *h    = handle();
+	struct curl_slist *hdrs = headers();
+	unsigned           seed = (unsigned) (a->first + 7);
+
+	for (int64_t i = 0; i < a->n; i++) {
+		int64_t t0 = now_us();
+		long    code;
+
+		code                 = one(h, hdrs, a->s, &seed);
+		a->lat[a->first + i] = now_us() - t0;
+		if (code < 200 || code > 299) {
+			a->errors++;
+		}
+	}
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return (NULL);
+}
+
+static void
 read_ids(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -184,6 +265,9 @@ main(int argc, char **argv)
 	int64_t            n;
 	int64_t            warmup = 100;
 	int64_t            nbg    = 0;
+	int64_t            conns  = 1;
+	int64_t            t_run;
+	fg_arg             fa[BG_MAX];
 	int64_t           *lat;
 	int64_t            errors = 0;
 	CURL              *h;
@@ -215,6 +299,13 @@ main(int argc, char **argv)
 		    cm_parse_i64(argv[ai + 1], 0, LAT_N_MAX, &warmup) ==
 		        CM_OK) {
 			ai += 2;
+		} else if (strcmp(argv[ai], "--conns") == 0 && ai + 1 < argc &&
+		    cm_parse_i64(argv[ai + 1], 1, BG_MAX, &conns) == CM_OK) {
+			ai += 2;
+		} else if (strcmp(argv[ai], "--tokens") == 0 &&
+		    ai + 1 < argc) {
+			read_tokens(argv[ai + 1]);
+			ai += 2;
 		} else if (strcmp(argv[ai], "--bg") == 0 && ai + 4 < argc &&
 		    cm_parse_i64(argv[ai + 1], 1, BG_MAX, &nbg) == CM_OK) {
 			bg.method = argv[ai + 2];
@@ -243,24 +334,33 @@ main(int argc, char **argv)
 
 		nanosleep(&ts, NULL);
 	}
-	for (int64_t i = 0; i < n; i++) {
-		int64_t t0 = now_us();
-		long    code;
-
-		code   = one(h, hdrs, &fg, &seed);
-		lat[i] = now_us() - t0;
-		if (code < 200 || code > 299) {
-			errors++;
-		}
+	if (ntokens > 0 && (size_t) n > ntokens) {
+		n = (int64_t) ntokens; // every token once
 	}
+	t_run = now_us();
+	for (int64_t c = 0; c < conns; c++) {
+		fa[c].s      = &fg;
+		fa[c].lat    = lat;
+		fa[c].first  = n * c / conns;
+		fa[c].n      = n * (c + 1) / conns - fa[c].first;
+		fa[c].errors = 0;
+		pthread_create(&fa[c].thread, NULL, fg_main, &fa[c]);
+	}
+	for (int64_t c = 0; c < conns; c++) {
+		pthread_join(fa[c].thread, NULL);
+		errors += fa[c].errors;
+	}
+	t_run = now_us() - t_run;
 	atomic_store(&stop_bg, 1);
 	for (int i = 0; i < nbg; i++) {
 		pthread_join(th[i], NULL);
 	}
 	qsort(lat, (size_t) n, sizeof(int64_t), cmp_i64);
-	printf("n=%lld p50_ms=%.2f p99_ms=%.2f max_ms=%.2f errors=%lld",
+	printf("n=%lld p50_ms=%.3f p99_ms=%.3f max_ms=%.2f rps=%.0f "
+	       "errors=%lld",
 	    (long long) n, lat[n / 2] / 1000.0, lat[(n * 99) / 100] / 1000.0,
-	    lat[n - 1] / 1000.0, (long long) errors);
+	    lat[n - 1] / 1000.0, t_run > 0 ? n * 1e6 / (double) t_run : 0.0,
+	    (long long) errors);
 	if (nbg > 0) {
 		printf(" bg_done=%ld bg_errors=%ld", atomic_load(&bg_done),
 		    atomic_load(&bg_errors));

@@ -7,9 +7,31 @@ function(tg_set_warnings)
   if(TG_WERROR)
     add_compile_options(-Werror)
   endif()
+  if((TG_SANITIZE AND TG_TSAN) OR (TG_FUZZ AND TG_TSAN))
+    message(FATAL_ERROR "TG_TSAN cannot be combined with TG_SANITIZE or "
+                        "TG_FUZZ (ThreadSanitizer excludes ASan)")
+  endif()
   if(TG_SANITIZE)
     add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
                         -fno-sanitize-recover=undefined)
+    add_link_options(-fsanitize=address,undefined)
+  endif()
+  if(TG_TSAN)
+    # -O1: TSan's own advice (fast enough, keeps frames readable).
+    add_compile_options(-fsanitize=thread -fno-omit-frame-pointer -O1 -g)
+    add_link_options(-fsanitize=thread)
+  endif()
+  if(TG_FUZZ)
+    if(NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
+      message(FATAL_ERROR "TG_FUZZ needs clang (CC=clang-14): libFuzzer "
+                          "ships with Debian's clang")
+    endif()
+    # Everything the fuzz targets link is instrumented for coverage and
+    # checked with ASan+UBSan; only the fuzz executables get libFuzzer's
+    # main (fuzz/CMakeLists.txt).
+    add_compile_options(-fsanitize=fuzzer-no-link,address,undefined
+                        -fno-omit-frame-pointer
+                        -fno-sanitize-recover=undefined -g)
     add_link_options(-fsanitize=address,undefined)
   endif()
 endfunction()

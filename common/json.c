@@ -85,6 +85,15 @@ cm_json_parse(const char *buf, size_t len, size_t max_len, json_t **out,
 		}
 		return (CM_ETOOBIG);
 	}
+	// jansson stops reading at a raw NUL byte, so "{}\0junk" would parse
+	// as {}; JSON text never holds one (RFC 8259: escaped in strings,
+	// not whitespace), so such input is refused as a whole.
+	if (buf != NULL && memchr(buf, '\0', len) != NULL) {
+		if (detail != NULL) {
+			snprintf(detail, detail_len, "NUL byte in JSON text");
+		}
+		return (CM_EINVAL);
+	}
 	if (buf == NULL || too_deep(buf, len)) {
 		if (detail != NULL) {
 			snprintf(detail, detail_len,

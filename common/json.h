@@ -21,7 +21,8 @@
  * cm_json_parse() parses len bytes of buf (need not be NUL-terminated)
  * as one JSON value. Returns a new reference in *out and CM_OK; CM_ETOOBIG
  * when len > max_len; CM_EINVAL when it is not valid JSON (detail, if not
- * NULL, gets a message of at most detail_len bytes) or nests deeper than
+ * NULL, gets a message of at most detail_len bytes), holds a raw NUL byte
+ * (jansson alone would stop reading there) or nests deeper than
  * CM_JSON_MAX_DEPTH. *out is written only on success. Duplicate keys keep
  * the last value (jansson's default).
  */

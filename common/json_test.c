@@ -58,6 +58,16 @@ test_parse_limits(void **state)
 	assert_int_equal(
 	    cm_json_parse(s, strlen(s), 4096, &v, NULL, 0), CM_OK);
 	json_decref(v);
+	// A raw NUL ends jansson's reading: "{}\0junk" would be {}. Refused;
+	// the escape \u0000 inside a string stays allowed.
+	assert_int_equal(
+	    cm_json_parse("{}\0junk", 7, 100, &v, detail, sizeof(detail)),
+	    CM_EINVAL);
+	assert_non_null(strstr(detail, "NUL"));
+	assert_int_equal(cm_json_parse("[\"a\\u0000b\"]", 12, 100, &v, detail,
+	                     sizeof(detail)),
+	    CM_OK);
+	json_decref(v);
 }
 
 int

@@ -425,6 +425,10 @@ build_text(lbuf *l, cm_log_level lvl, const struct timespec *now,
 	}
 }
 
+static void vlog(cm_log_level lvl, const char *rid, const cm_log_field *fields,
+    size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
 static void
 vlog(cm_log_level lvl, const char *rid, const cm_log_field *fields, size_t n,
     const char *fmt, va_list ap)

@@ -113,6 +113,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	return (ret);
 }
 
+// MHD's printf-style log callback (its format strings are its own).
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {

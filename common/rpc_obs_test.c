@@ -139,7 +139,9 @@ sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-// Polls Health on c until it returns want (bounded); returns the last.
+// Polls Health on c until it returns want - and, when detail is given,
+// a detail other than "starting" (the answer before the server's first
+// check has run) - bounded; returns the last.
 static cm_err
 health_until(cm_rpc_client *c, cm_err want, char *detail, size_t n)
 {
@@ -147,7 +149,8 @@ health_until(cm_rpc_client *c, cm_err want, char *detail, size_t n)
 
 	for (int waited = 0; waited < WAIT_MS; waited += 10) {
 		rv = cm_rpc_health(c, "hc", TIMEOUT_MS, detail, n);
-		if (rv == want) {
+		if (rv == want &&
+		    (detail == NULL || strcmp(detail, "starting") != 0)) {
 			break;
 		}
 		sleep_ms(10);

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -298,4 +300,63 @@ cm_env_bool(const char *name, int def, int *out)
 	cm_error(NULL, "%s must be a boolean (1/0, true/false), got \"%.64s\"",
 	    name, v);
 	return (CM_EINVAL);
+}
+
+// Longest unix socket path (sizeof(sockaddr_un.sun_path) - 1).
+#define IPC_PATH_MAX 107
+
+// private_dir() makes dir (0700) when missing and checks that it is ours
+// alone.
+static cm_err
+private_dir(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) != 0) {
+		if (errno != ENOENT ||
+		    (mkdir(dir, 0700) != 0 && errno != EEXIST) ||
+		    lstat(dir, &st) != 0) {
+			cm_error(
+			    NULL, "cannot make %s: %s", dir, strerror(errno));
+			return (CM_EUNAVAIL);
+		}
+	}
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 077) != 0) {
+		cm_error(NULL,
+		    "%s is not a private directory of this user (owner %u, "
+		    "mode %03o): refusing to use sockets in it; remove it or "
+		    "set the service URLs explicitly",
+		    dir, (unsigned) st.st_uid, (unsigned) (st.st_mode & 0777));
+		return (CM_EPERM);
+	}
+	return (CM_OK);
+}
+
+cm_err
+cm_default_ipc_url(const char *name, char *out, size_t outsz)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	char        dir[IPC_PATH_MAX + 1];
+	int         n;
+	cm_err      rv;
+
+	if (xdg != NULL && xdg[0] == '/') {
+		n = snprintf(dir, sizeof(dir), "%s/threadgate", xdg);
+	} else {
+		n = snprintf(dir, sizeof(dir), "/tmp/threadgate-%u",
+		    (unsigned) geteuid());
+	}
+	if (n < 0 || (size_t) n >= sizeof(dir) ||
+	    (size_t) n + strlen(name) + 7 > IPC_PATH_MAX) {
+		return (CM_ETOOBIG);
+	}
+	if ((rv = private_dir(dir)) != CM_OK) {
+		return (rv);
+	}
+	n = snprintf(out, outsz, "ipc://%s/%s.sock", dir, name);
+	if (n < 0 || (size_t) n >= outsz) {
+		return (CM_ETOOBIG);
+	}
+	return (CM_OK);
 }

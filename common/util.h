@@ -77,6 +77,26 @@ cm_err cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
  */
 const char *cm_env_str(const char *name, const char *def);
 
+// Longest ipc:// URL cm_default_ipc_url() makes (a unix socket path is
+// at most 107 bytes; "ipc://" comes on top).
+#define CM_IPC_URL_MAX 128
+
+/**
+ * cm_default_ipc_url() writes the default nng URL of the service called
+ * name ("auth", "threads") into out: "ipc://<dir>/<name>.sock" where dir
+ * is private to the user running us - $XDG_RUNTIME_DIR/threadgate when
+ * XDG_RUNTIME_DIR is an absolute path, else /tmp/threadgate-<uid> - so no
+ * other local user can put a socket there and play the service. dir is
+ * made (mode 0700) when missing; it must then be a directory (not a
+ * symlink) owned by us that nobody else may enter (mode & 077 == 0).
+ * Returns CM_OK; CM_EPERM (logged, naming the directory) when it is not;
+ * CM_ETOOBIG when the path does not fit out (outsz bytes, at most
+ * CM_IPC_URL_MAX are needed) or a socket path; CM_EUNAVAIL when it
+ * cannot be made. Both ends of a connection compute the same URL when
+ * they run as the same user with the same environment.
+ */
+cm_err cm_default_ipc_url(const char *name, char *out, size_t outsz);
+
 /**
  * cm_env_i64() reads an integer variable: unset or empty gives def; a
  * value that is not an integer in [min, max] is CM_EINVAL (and a log line

@@ -4,12 +4,16 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/util.h"
+#include "common/xalloc.h"
 
 static void
 test_uuid_parse(void **state)
@@ -119,6 +123,54 @@ test_env(void **state)
 	assert_string_equal(cm_env_str("TG_TEST_UNSET_X", "d"), "d");
 }
 
+static void
+test_default_ipc_url(void **state)
+{
+	char *base = cm_xstrdup("/tmp/tg-ipc-XXXXXX");
+	char  url[CM_IPC_URL_MAX];
+	char  want[256];
+	char  dir[256];
+	char *old = getenv("XDG_RUNTIME_DIR") != NULL
+	    ? cm_xstrdup(getenv("XDG_RUNTIME_DIR"))
+	    : NULL;
+
+	(void) state;
+	assert_non_null(mkdtemp(base));
+	setenv("XDG_RUNTIME_DIR", base, 1);
+	// Made private on first use, the same URL for both ends.
+	assert_int_equal(cm_default_ipc_url("auth", url, sizeof(url)), CM_OK);
+	snprintf(want, sizeof(want), "ipc://%s/threadgate/auth.sock", base);
+	assert_string_equal(url, want);
+	snprintf(dir, sizeof(dir), "%s/threadgate", base);
+	{
+		struct stat st;
+		assert_int_equal(lstat(dir, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0700);
+	}
+	assert_int_equal(
+	    cm_default_ipc_url("threads", url, sizeof(url)), CM_OK);
+	// A directory others may enter is refused, as is a symlink.
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(
+	    cm_default_ipc_url("auth", url, sizeof(url)), CM_EPERM);
+	assert_int_equal(rmdir(dir), 0);
+	assert_int_equal(symlink("/tmp", dir), 0);
+	assert_int_equal(
+	    cm_default_ipc_url("auth", url, sizeof(url)), CM_EPERM);
+	assert_int_equal(unlink(dir), 0);
+	// Too small a buffer.
+	assert_int_equal(cm_default_ipc_url("auth", url, 8), CM_ETOOBIG);
+	rmdir(dir);
+	rmdir(base);
+	if (old != NULL) {
+		setenv("XDG_RUNTIME_DIR", old, 1);
+		free(old);
+	} else {
+		unsetenv("XDG_RUNTIME_DIR");
+	}
+	free(base);
+}
+
 int
 main(void)
 {
@@ -129,6 +181,7 @@ main(void)
 		cmocka_unit_test(test_iso8601),
 		cmocka_unit_test(test_parse_i64),
 		cmocka_unit_test(test_env),
+		cmocka_unit_test(test_default_ipc_url),
 	};
 	return (cmocka_run_group_tests(tests, NULL, NULL));
 }

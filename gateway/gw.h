@@ -4,8 +4,14 @@
 //
 // The gateway is threadgate's HTTP front door. A request flows:
 //
-//   http.c     libmicrohttpd access handler: per-request job, limits, body
-//              collection, CORS, x-request-id, response queueing
+//   server.c   the HTTP/1.1 connection layer: event loops, connection
+//              limits and fair share, deadlines, keep-alive, pipelining,
+//              suspend/resume, writing responses
+//   http1.c    the strict HTTP/1.1 request parser (http1.h)
+//   http.c     one request (gw_job): headers it reads, routing, body
+//              collection, the memory budget, CORS, x-request-id, the
+//              response head
+//   jsonw.c    the JSON writer replies are rendered with
 //   routes.c   method + path pattern -> route (404 / 405 + Allow / 422 for
 //              a path id that is not a UUID)
 //   route_*.c  request JSON -> proto request (422 on bad input), and the
@@ -35,12 +41,12 @@
 #include <sys/types.h>
 
 #include <jansson.h>
-#include <microhttpd.h>
 
 #include "common/err.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "gateway/http1.h"
 #include "proto/auth.pb-c.h"
 #include "proto/threads.pb-c.h"
 
@@ -62,12 +68,10 @@
 // is cut off by closing the connection (we will not read gigabytes to be
 // polite).
 #define GW_DRAIN_MAX (16 * 1024 * 1024)
-// libmicrohttpd's per-connection memory pool: it holds the request line
-// and all headers, so it bounds their size (MHD answers 431 beyond it).
-// 64 KiB leaves room for an 8 KiB bearer token plus ordinary headers.
-#define GW_CONN_MEMORY_LIMIT (64 * 1024)
+// (The request head - request line and header fields - is bounded by
+// GW_H1_HEAD_MAX and GW_H1_FIELDS_MAX in http1.h.)
 // Longest request path accepted; longer gets 414. Our longest real path
-// is ~110 bytes. (The query string is bounded by GW_CONN_MEMORY_LIMIT.)
+// is ~110 bytes. (The query string is bounded by GW_H1_HEAD_MAX.)
 #define GW_URL_MAX 2048
 // Most path segments examined by the router; our deepest route has 4.
 #define GW_PATH_SEGMENTS_MAX 8
@@ -114,6 +118,33 @@
 #define GW_REQ_STRS_MAX 16
 // Longest extra response header name we set ("X-Pagination-Total").
 #define GW_HEADER_NAME_MAX 32
+// Default GATEWAY_HEADER_TIMEOUT_S: the whole request head must arrive
+// within this many seconds of the connection's first byte of the request
+// (of the connect, for the first request), whatever the pace - an
+// absolute deadline, so trickling bytes (slowloris) does not extend it.
+// Real clients send a head in one packet; 10 s covers a bad mobile link
+// (nginx's client_header_timeout is 60 s, but an idle-reset timer).
+#define GW_DEFAULT_HEADER_TIMEOUT_S 10
+// Default GATEWAY_BODY_TIMEOUT_S: the whole request body must arrive
+// within this many seconds of the end of the head. At the default 1 MiB
+// body cap that is at least 35 KB/s, which any real client manages.
+#define GW_DEFAULT_BODY_TIMEOUT_S 30
+// Slowest rate (bytes/s) at which a client must read a response: the
+// send deadline is the idle timeout plus size / this rate, so a client
+// reading a large answer slowly cannot hold its memory forever.
+#define GW_MIN_SEND_RATE (64 * 1024)
+// Default GATEWAY_MEMORY_BUDGET_MB: bytes all requests together may hold
+// in request bodies, thread-service replies being rendered and responses
+// being sent. A request that would pass it gets 503 + Retry-After
+// instead of growing the process (issue 10: eight GETs of an 8 MiB state
+// took the gateway to 800 MB). 256 MiB holds a hundred 1 MiB bodies or
+// several of the largest (16 MiB) replies at once.
+#define GW_DEFAULT_MEMORY_BUDGET_MB 256
+// Replies are charged this many times their packed size while they are
+// rendered: the rpc layer's copy of the payload, the unpacked message and
+// the JSON output coexist (each about the packed size). Once rendered,
+// the charge drops to the JSON output's size until it is sent.
+#define GW_RENDER_FACTOR 3
 // Grace period on SIGTERM for requests in flight to finish before the
 // upstream clients are closed (which completes the rest with 503). Below
 // the 10 s a supervisor usually waits before SIGKILL.
@@ -135,10 +166,13 @@ typedef struct gw_config {
 	int         auth_timeout_ms;    // GATEWAY_AUTH_TIMEOUT_MS
 	int         threads_timeout_ms; // GATEWAY_THREADS_TIMEOUT_MS
 	size_t      max_body;           // GATEWAY_MAX_BODY
-	int         threads;            // GATEWAY_THREADS (MHD pool size)
+	int         threads;            // GATEWAY_THREADS (event loops)
 	int         max_connections;    // GATEWAY_MAX_CONNECTIONS
 	int         per_ip_connections; // GATEWAY_PER_IP_CONNECTIONS
 	int         idle_timeout_s;     // GATEWAY_IDLE_TIMEOUT_S
+	int         header_timeout_s;   // GATEWAY_HEADER_TIMEOUT_S
+	int         body_timeout_s;     // GATEWAY_BODY_TIMEOUT_S
+	size_t      memory_budget;      // GATEWAY_MEMORY_BUDGET_MB, bytes
 	int         public_metrics;    // GATEWAY_PUBLIC_METRICS: /metrics here
 	int         ready_interval_ms; // GATEWAY_READY_INTERVAL_MS
 	int         drain_delay_ms;    // GATEWAY_DRAIN_DELAY_MS (main.c)
@@ -392,7 +426,7 @@ typedef struct gw_request {
 
 /**
  * gw_query_fn returns the value of query parameter name (decoded, NUL-
- * terminated, borrowed) or NULL. http.c passes one reading MHD's GET
+ * terminated, borrowed) or NULL. http.c passes one reading the query string
  * arguments; tests pass their own.
  */
 typedef const char *(*gw_query_fn)(void *arg, const char *name);
@@ -441,12 +475,72 @@ cm_err gw_body_uuid(const char *key, const json_t *body, const char **out,
  */
 char *gw_req_keep(gw_request *req, char *s);
 
+// ---------------------------------------------------------------------
+// jsonw.c: the JSON writer replies are rendered with
+// ---------------------------------------------------------------------
+
+// Deepest nesting the writer's own containers reach (our replies nest 4
+// levels; embedded JSON text has its own CM_JSON_MAX_DEPTH check).
+#define GW_JW_DEPTH_MAX 16
+
 /**
- * gw_json_field() parses JSON text from the thread-service into a new
- * reference in *out; "" gives def (stolen either way). CM_EINTERNAL when
- * the text does not parse.
+ * gw_jw writes compact JSON (the bytes jansson's JSON_COMPACT prints)
+ * into a growing buffer. Commas are placed by the writer; a value after
+ * gw_jw_key() belongs to that key. err is set (and sticks) when embedded
+ * JSON text or a string is invalid; the output is then unusable.
  */
-cm_err gw_json_field(const char *text, json_t *def, json_t **out);
+typedef struct gw_jw {
+	char         *buf;
+	size_t        len;
+	size_t        cap;
+	int           depth;
+	int           after_key;
+	int           err;
+	unsigned char nonempty[GW_JW_DEPTH_MAX];
+} gw_jw;
+
+/** gw_jw_init() empties w; gw_jw_fini() frees its buffer (NULL ok). */
+void gw_jw_init(gw_jw *w);
+void gw_jw_fini(gw_jw *w);
+
+/**
+ * gw_jw_take() returns the output (new, NUL-terminated; *len bytes) and
+ * empties w.
+ */
+char *gw_jw_take(gw_jw *w, size_t *len);
+
+/** Containers, keys and scalar values. Strings must be valid UTF-8. */
+void gw_jw_obj(gw_jw *w);
+void gw_jw_obj_end(gw_jw *w);
+void gw_jw_arr(gw_jw *w);
+void gw_jw_arr_end(gw_jw *w);
+void gw_jw_key(gw_jw *w, const char *key);
+void gw_jw_str(gw_jw *w, const char *s);
+void gw_jw_int(gw_jw *w, int64_t v);
+void gw_jw_real(gw_jw *w, double v);
+void gw_jw_null(gw_jw *w);
+
+/** gw_jw_raw() appends n bytes as they are (no separator). */
+void gw_jw_raw(gw_jw *w, const char *s, size_t n);
+
+/** gw_jw_raw_value() appends a constant JSON value ("{}", "[]"). */
+void gw_jw_raw_value(gw_jw *w, const char *json);
+
+/**
+ * gw_jw_json() appends the JSON text (n bytes) as one value, checked
+ * (one value, nesting at most CM_JSON_MAX_DEPTH, valid strings, UTF-8 and
+ * numbers) and without its insignificant whitespace, in one pass with no
+ * allocation besides the output. CM_EINVAL (and w->err) when it is not
+ * valid JSON.
+ */
+cm_err gw_jw_json(gw_jw *w, const char *text, size_t n);
+
+/**
+ * gw_jw_field() writes key and the JSON text from the thread-service
+ * ("" or NULL gives the JSON text def). CM_EINVAL when it is not valid.
+ */
+cm_err gw_jw_field(
+    gw_jw *w, const char *key, const char *text, const char *def);
 
 /**
  * gw_state_build() fills req for the state and history routes from the
@@ -457,11 +551,11 @@ cm_err gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
     gw_request *req, char *detail, size_t detail_len);
 
 /**
- * gw_state_render() turns a state/history reply into a new JSON value in
- * *out. CM_EINTERNAL for unparsable JSON text. (route_state.c)
+ * gw_state_render() writes a state/history reply to w. CM_EINTERNAL for
+ * invalid JSON text. (route_state.c)
  */
 cm_err gw_state_render(
-    const gw_request *req, const ProtobufCMessage *reply, json_t **out);
+    const gw_request *req, const ProtobufCMessage *reply, gw_jw *w);
 
 /** gw_request_fini() frees everything req owns. NULL allowed. */
 void gw_request_fini(gw_request *req);
@@ -482,15 +576,15 @@ cm_err gw_reply_render(
     const gw_request *req, const ProtobufCMessage *reply, gw_response *r);
 
 /**
- * gw_thread_json() returns a new JSON object for t with only the fields
+ * gw_thread_json() writes the JSON object for t with only the fields
  * in mask (GW_F_*): thread_id, created_at/updated_at (ISO-8601 with
  * offset), metadata, status, config, values (omitted when the service sent
  * ""), interrupts, ttl ({"ttl", "strategy"}, only when set), context ({}),
- * error (null). CM_EINTERNAL when a JSON field does not parse; *out is
- * written only on success.
+ * error (null). CM_EINTERNAL when a JSON field is not valid JSON (w is
+ * then unusable).
  */
 cm_err gw_thread_json(
-    const Threadgate__Threads__V1__Thread *t, unsigned mask, json_t **out);
+    const Threadgate__Threads__V1__Thread *t, unsigned mask, gw_jw *w);
 
 /**
  * gw_select_parse() turns a JSON "select" array into a GW_F_* mask.
@@ -501,26 +595,26 @@ cm_err gw_select_parse(
     const json_t *sel, unsigned *mask, char *detail, size_t detail_len);
 
 /**
- * gw_state_json() returns a new ThreadState JSON object for a StateReply
+ * gw_state_json() writes the ThreadState JSON object for a StateReply
  * (the empty state when has_checkpoint is false). thread_id is the path
- * id (used for the empty state). CM_EINTERNAL on unparsable JSON fields.
+ * id (used for the empty state). CM_EINTERNAL on invalid JSON fields.
  */
 cm_err gw_state_json(const Threadgate__Threads__V1__StateReply *s,
-    const char *thread_id, json_t **out);
+    const char *thread_id, gw_jw *w);
 
 /**
- * gw_checkpoint_state_json() returns a new ThreadState JSON object for one
- * stored checkpoint (a history entry). CM_EINTERNAL on unparsable JSON.
+ * gw_checkpoint_state_json() writes the ThreadState JSON object for one
+ * stored checkpoint (a history entry). CM_EINTERNAL on invalid JSON.
  */
 cm_err gw_checkpoint_state_json(
-    const Threadgate__Threads__V1__Checkpoint *c, json_t **out);
+    const Threadgate__Threads__V1__Checkpoint *c, gw_jw *w);
 
 /**
- * gw_checkpoint_ref_json() returns a new {thread_id, checkpoint_ns,
- * checkpoint_id, checkpoint_map: null} object.
+ * gw_checkpoint_ref_json() writes {thread_id, checkpoint_ns,
+ * checkpoint_id, checkpoint_map: null}.
  */
-json_t *gw_checkpoint_ref_json(
-    const char *thread_id, const char *ns, const char *checkpoint_id);
+void gw_checkpoint_ref_json(gw_jw *w, const char *thread_id, const char *ns,
+    const char *checkpoint_id);
 
 /**
  * gw_meta_response() answers the unauthenticated meta routes: GW_R_OK ->
@@ -529,19 +623,23 @@ json_t *gw_checkpoint_ref_json(
 void gw_meta_response(gw_route_id id, gw_response *r);
 
 // ---------------------------------------------------------------------
-// http.c + upstream.c: the server
+// server.c + http.c + upstream.c: the server
 // ---------------------------------------------------------------------
 
 typedef struct gw_server gw_server;
 typedef struct gw_ops    gw_ops;
+typedef struct gw_conn   gw_conn;  // one client connection (server.c)
+typedef struct gw_loop   gw_loop;  // one event-loop thread (server.c)
+typedef struct gw_iptab  gw_iptab; // connections per client address
 
 /**
  * gw_server_start() opens the upstream rpc clients, binds cfg->host:port
- * and starts the MHD thread pool. Writes the bound port to cfg->port_file
- * (temp file + rename) when set. Returns CM_OK and *out; CM_EINVAL for a
- * bad config or rpc URL; CM_EUNAVAIL when the address cannot be bound
- * (logged with the port and the variable to change). cfg strings are
- * borrowed and must outlive the server. Call from the main thread.
+ * and starts cfg->threads event loops. Writes the bound port to
+ * cfg->port_file (temp file + rename) when set. Returns CM_OK and *out;
+ * CM_EINVAL for a bad config or rpc URL; CM_EUNAVAIL when the address
+ * cannot be bound (logged with the port and the variable to change).
+ * cfg strings are borrowed and must outlive the server. Call from the
+ * main thread.
  */
 cm_err gw_server_start(const gw_config *cfg, gw_server **out);
 
@@ -549,71 +647,105 @@ cm_err gw_server_start(const gw_config *cfg, gw_server **out);
 int gw_server_port(const gw_server *s);
 
 /**
- * gw_server_stop() stops accepting, lets requests in flight finish (up to
- * GW_SHUTDOWN_GRACE_MS), closes the upstream clients (completing any
- * remaining call with 503), resumes every suspended connection, stops MHD
- * and frees s. NULL allowed. Call from the thread that started it.
+ * gw_server_stop() stops accepting (new connects are refused), lets
+ * requests in flight finish (up to GW_SHUTDOWN_GRACE_MS; requests that
+ * arrive meanwhile on open connections get 503), closes the upstream
+ * clients (completing any remaining call with 503), sends the last
+ * answers, stops the loops and frees s. NULL allowed. Call from the
+ * thread that started it.
  */
 void gw_server_stop(gw_server *s);
 
-/** Where a request is in its life (gw_job.state). */
-typedef enum gw_job_state {
-	GW_JOB_BODY = 0, // collecting (or discarding) the request body
-	GW_JOB_WAIT,     // suspended; the upstream chain is in flight
-	GW_JOB_READY,    // resp is final; queue it on the next handler call
-	GW_JOB_SENT,     // response queued
-} gw_job_state;
+/**
+ * gw_ratelog counts one kind of event and logs it at most once per
+ * interval, with the count since the last line (so a flood of aborted
+ * connections is one warn line every few seconds, not one per event).
+ */
+typedef struct gw_ratelog {
+	const char  *what;    // "connections aborted by clients"
+	atomic_llong count;   // since the last line
+	atomic_llong last_ms; // monotonic ms of the last line
+} gw_ratelog;
+
+/** gw_ratelog_note() counts one event (detail: the latest, for the log). */
+void gw_ratelog_note(gw_ratelog *rl, const char *detail);
 
 /**
  * gw_server is the running gateway. Read-only after start except the
  * atomic counters.
  */
 struct gw_server {
-	gw_config          cfg;
-	struct MHD_Daemon *daemon;
-	cm_rpc_client     *auth;
-	cm_rpc_client     *threads;
-	int                port;
-	int                lsock;     // our listen socket, -1 after quiesce
-	atomic_int         active;    // requests between first call and done
-	atomic_int         suspended; // connections suspended right now
-	atomic_int         stopping;  // set by gw_server_stop: no new chains
-	gw_ops            *ops;       // ops.c state; NULL before gw_ops_start
+	gw_config      cfg;
+	cm_rpc_client *auth;
+	cm_rpc_client *threads;
+	int            port;
+	int            lsock; // listening socket
+	int            nloops;
+	gw_loop      **loops;
+	gw_iptab      *ips;
+	atomic_int     active;      // requests between gw_job_new and free
+	atomic_int     suspended;   // requests in the upstream chain right now
+	atomic_int     stopping;    // set by gw_server_stop: no new chains
+	atomic_llong   mem_used;    // bytes charged to cfg.memory_budget
+	gw_ratelog     log_aborted; // clients that went away mid-request
+	gw_ratelog     log_timeouts; // header/body/send deadlines that hit
+	gw_ratelog     log_refused;  // connections refused or evicted
+	gw_ops        *ops;          // ops.c state; NULL before gw_ops_start
 };
 
 /**
- * gw_job is one HTTP request: created on MHD's first handler call, freed
- * by the request-completed callback. Between MHD_suspend_connection() and
- * gw_job_done() only the upstream chain (nng threads) touches it; after
- * that only MHD's thread does, so no lock is needed.
+ * gw_mem_take() charges n bytes to the server's memory budget. Returns 0,
+ * or -1 (nothing charged) when that would pass cfg.memory_budget.
+ * gw_mem_give() returns n bytes. Thread-safe.
+ */
+int  gw_mem_take(gw_server *srv, size_t n);
+void gw_mem_give(gw_server *srv, size_t n);
+
+/** Where a request is in its life (gw_job.state). */
+typedef enum gw_job_state {
+	GW_JOB_BODY = 0, // collecting (or discarding) the request body
+	GW_JOB_WAIT,     // the upstream chain is in flight
+	GW_JOB_READY,    // resp is final
+} gw_job_state;
+
+/**
+ * gw_job is one HTTP request: created by the connection layer when the
+ * request head is complete, freed after the response was sent (or the
+ * connection died). Between gw_job_dispatch() starting the chain and
+ * gw_job_done() only the upstream chain (nng threads) touches it; before
+ * and after, only the connection's loop thread does, so no lock is
+ * needed (the hand-over goes through the loop's locked ready queue).
  */
 typedef struct gw_job {
-	gw_server             *srv;
-	struct MHD_Connection *conn;
-	gw_job_state           state;
-	int64_t                t0_us;
-	char                   rid[CM_RID_MAX + 1];
-	char                   method[8];
-	gw_match_result        mres;
-	gw_match               match;
-	int                    early;     // resp decided before the body
-	int                    over_cap;  // body exceeded max_body
-	size_t                 discarded; // body bytes read and dropped
-	int64_t                declared;  // Content-Length, -1 when none
-	char                  *body;      // new; body_len bytes (+NUL)
-	size_t                 body_len;
-	size_t                 body_cap;
-	int                    nauth;    // Authorization values seen
-	int                    auth_bad; // too many / too long
-	char                  *auth[GW_AUTH_HEADERS_MAX];
-	char                   origin[GW_ORIGIN_MAX];
-	char                   acrh[GW_ACRH_MAX];
-	int                    prefer_minimal;
-	gw_request             req;
-	cm_err                 verr; // input validation result
-	char                   vdetail[GW_DETAIL_MAX];
-	char                   identity[GW_IDENTITY_MAX];
-	gw_response            resp;
+	gw_server      *srv;
+	gw_conn        *conn;
+	gw_job_state    state;
+	int64_t         t0_us;
+	char            rid[CM_RID_MAX + 1];
+	char            method[GW_H1_METHOD_MAX];
+	gw_match_result mres;
+	gw_match        match;
+	char           *query;       // owned copy of the query string
+	int             early;       // resp decided before the body
+	int             over_cap;    // body exceeded max_body
+	int             refuse_body; // answer before reading the body, close
+	size_t          discarded;   // body bytes read and dropped
+	int64_t         declared;    // Content-Length, -1 when none
+	char           *body;        // new; body_len bytes (+NUL)
+	size_t          body_len;
+	size_t          body_cap;
+	size_t          mem;      // bytes charged to the memory budget
+	int             nauth;    // Authorization values seen
+	int             auth_bad; // too many / too long
+	char           *auth[GW_AUTH_HEADERS_MAX];
+	char            origin[GW_ORIGIN_MAX];
+	char            acrh[GW_ACRH_MAX];
+	int             prefer_minimal;
+	gw_request      req;
+	cm_err          verr; // input validation result
+	char            vdetail[GW_DETAIL_MAX];
+	char            identity[GW_IDENTITY_MAX];
+	gw_response     resp;
 	// ops.c: the access line and the upstream metrics.
 	char           path[GW_LOG_PATH_MAX]; // request path, no query
 	char           traceparent[CM_TRACEPARENT_LEN + 1]; // "" = none
@@ -623,17 +755,78 @@ typedef struct gw_job {
 } gw_job;
 
 /**
- * gw_job_done() marks job's response final and resumes its connection.
- * Called exactly once per suspended job, from the upstream chain (any
- * thread); the job must not be touched by the caller afterwards.
+ * gw_job_new() makes the job for a complete request head h (borrowed;
+ * everything needed later is copied): reads the headers the gateway
+ * uses, routes, and decides the early answers (404, 405, 414, meta
+ * routes, preflight, a declared body far over the cap). Never NULL.
+ * Loop thread.
+ */
+gw_job *gw_job_new(gw_server *srv, gw_conn *conn, const gw_h1_head *h);
+
+/**
+ * gw_job_new_error() makes a job that answers status with {"detail":
+ * detail} (a request refused before it could be parsed: 400, 408, 431,
+ * 501, 505...). Loop thread.
+ */
+gw_job *gw_job_new_error(
+    gw_server *srv, gw_conn *conn, unsigned status, const char *detail);
+
+/**
+ * gw_job_fail() replaces job's answer with status + {"detail": detail}
+ * (a body that turned out malformed). Loop thread.
+ */
+void gw_job_fail(gw_job *job, unsigned status, const char *detail);
+
+/**
+ * gw_job_body() takes n bytes of the request body: stored up to max_body
+ * and within the memory budget, else dropped. Returns 0 to go on, or -1
+ * when reading must stop (an undeclared body far over the cap, or the
+ * memory budget is exhausted): the job's answer is then set (413 / 503)
+ * and the connection must close after it. Loop thread.
+ */
+int gw_job_body(gw_job *job, const char *data, size_t n);
+
+/**
+ * gw_job_dispatch() is called once the body is complete. Returns 1 when
+ * the answer is ready now (errors, meta routes, stopping); or 0 when the
+ * upstream chain was started: gw_job_done() will be called exactly once,
+ * from any thread, possibly before this returns. Loop thread.
+ */
+int gw_job_dispatch(gw_job *job);
+
+/**
+ * gw_job_done() marks job's response final and hands the job back to its
+ * connection's loop (gw_conn_resume). Called exactly once per started
+ * chain, from the upstream chain (any thread); the caller must not touch
+ * the job afterwards.
  */
 void gw_job_done(gw_job *job);
 
 /**
- * gw_upstream_start() runs the chain for a suspended job: Authenticate,
+ * gw_job_head() renders the status line and header fields of job's
+ * answer (new string, *len bytes): Date, Content-Length (none for 204),
+ * Content-Type, x-request-id, CORS, the answer's extra headers, and
+ * Connection: close when close is set. Loop thread.
+ */
+char *gw_job_head(gw_job *job, int close, size_t *len);
+
+/**
+ * gw_job_free() logs the request (when an answer was sent: sent = 1),
+ * returns its memory budget and frees it. NULL allowed. Loop thread.
+ */
+void gw_job_free(gw_job *job, int sent);
+
+/**
+ * gw_conn_resume() hands a connection whose job is done back to its loop,
+ * which then sends the answer. Any thread.
+ */
+void gw_conn_resume(gw_conn *c);
+
+/**
+ * gw_upstream_start() runs the chain for a dispatched job: Authenticate,
  * gw_authorize(), the route's rpc, render. Exactly once it stores the
- * response in the job and calls gw_job_done(). Called on an MHD thread
- * right after MHD_suspend_connection(); never blocks.
+ * response in the job and calls gw_job_done(). Called on the loop
+ * thread; never blocks.
  */
 void gw_upstream_start(gw_job *job);
 
@@ -685,9 +878,15 @@ cm_err gw_ops_start(gw_server *srv);
 /**
  * gw_ops_stop() stops the prober and the metrics listener and frees
  * srv->ops (NULL allowed). Call once no request can run any more (after
- * MHD_stop_daemon).
+ * the connection layer stops).
  */
 void gw_ops_stop(gw_server *srv);
+
+/**
+ * gw_ops_stop_prober() stops the Health prober (it uses the server's rpc
+ * clients): call before closing them. NULL ops allowed; idempotent.
+ */
+void gw_ops_stop_prober(gw_server *srv);
 
 /**
  * gw_ops_drain() makes /ready answer 503 ("shutting down") from now on,
@@ -704,7 +903,7 @@ int gw_ops_ready(gw_server *srv);
 
 /**
  * gw_ops_request_begin() counts a new request in flight and keeps its
- * path (without the query) for the access line. MHD thread, from
+ * path (without the query) for the access line. Loop thread, from
  * job_new().
  */
 void gw_ops_request_begin(gw_job *job, const char *url);
@@ -713,10 +912,10 @@ void gw_ops_request_begin(gw_job *job, const char *url);
  * gw_ops_request_end() records the finished request (requests by route,
  * method, status; duration) and writes the access line: method, path,
  * status, duration, owner or "-", rid, trace id. A request that ended
- * before its response was sent (client gone) is logged at debug. MHD
+ * before its response was sent (client gone) is logged at debug. Loop
  * thread, from the request-completed callback.
  */
-void gw_ops_request_end(gw_job *job, int completed_ok);
+void gw_ops_request_end(gw_job *job, int sent);
 
 /**
  * gw_ops_header() takes the request headers ops.c reads (traceparent).
@@ -744,12 +943,11 @@ cm_err gw_ops_call(gw_job *job, gw_upstream which, const char *method,
     const cm_rpc_call_opts *how, cm_rpc_done_fn done);
 
 /**
- * gw_ops_on_connection() is libmicrohttpd's connection notification
- * (MHD_OPTION_NOTIFY_CONNECTION, cls = the gw_server): it keeps the open
- * connections gauge.
+ * gw_ops_on_connection() keeps the open-connections gauge: delta is +1
+ * when the connection layer accepts a connection, -1 when it closes one.
+ * Any thread.
  */
-void gw_ops_on_connection(void *cls, struct MHD_Connection *conn,
-    void **socket_context, enum MHD_ConnectionNotificationCode toe);
+void gw_ops_on_connection(gw_server *srv, int delta);
 
 /**
  * gw_ops_health_check_main() is threadgate-gateway --health-check: GET

@@ -44,13 +44,12 @@ sample_thread(void)
 static char *
 dump_thread(const Threadgate__Threads__V1__Thread *t, unsigned mask)
 {
-	json_t *v;
-	char   *s;
+	gw_jw  w;
+	size_t n;
 
-	assert_int_equal(gw_thread_json(t, mask, &v), CM_OK);
-	s = cm_json_dump(v);
-	json_decref(v);
-	return (s);
+	gw_jw_init(&w);
+	assert_int_equal(gw_thread_json(t, mask, &w), CM_OK);
+	return (gw_jw_take(&w, &n));
 }
 
 static void
@@ -82,10 +81,12 @@ test_thread_json(void **state)
 	// Unparsable JSON from the service is an internal error.
 	t.metadata_json = "{nope";
 	{
-		json_t *v = NULL;
+		gw_jw w;
+		gw_jw_init(&w);
 		assert_int_equal(
-		    gw_thread_json(&t, GW_F_ALL, &v), CM_EINTERNAL);
-		assert_null(v);
+		    gw_thread_json(&t, GW_F_ALL, &w), CM_EINTERNAL);
+		assert_true(w.err);
+		gw_jw_fini(&w);
 	}
 }
 
@@ -126,6 +127,12 @@ test_select(void **state)
 	sel = json_string("thread_id");
 	assert_int_equal(gw_select_parse(sel, &mask, d, sizeof(d)), CM_EINVAL);
 	json_decref(sel);
+	// A name with a NUL after it is not that field (issue 10).
+	sel = json_loads("[\"thread_id\\u0000\"]", JSON_ALLOW_NUL, NULL);
+	assert_non_null(sel);
+	assert_int_equal(gw_select_parse(sel, &mask, d, sizeof(d)), CM_EINVAL);
+	assert_string_equal(d, "select[0] must be a field name");
+	json_decref(sel);
 }
 
 static void
@@ -138,12 +145,14 @@ test_state_json(void **state)
 	char   *next[] = { "agent" };
 	json_t *v;
 	char   *txt;
+	gw_jw   w;
+	size_t  n;
 
 	(void) state;
 	s.thread_created_at_us = T0;
-	assert_int_equal(gw_state_json(&s, TID, &v), CM_OK);
-	txt = cm_json_dump(v);
-	json_decref(v);
+	gw_jw_init(&w);
+	assert_int_equal(gw_state_json(&s, TID, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
 	assert_string_equal(txt,
 	    "{\"values\":{},\"next\":[],\"tasks\":[],\"checkpoint\":null,"
 	    "\"metadata\":{},"
@@ -161,9 +170,9 @@ test_state_json(void **state)
 	c.created_at_us        = T0;
 	s.has_checkpoint       = 1;
 	s.checkpoint           = &c;
-	assert_int_equal(gw_state_json(&s, TID, &v), CM_OK);
-	txt = cm_json_dump(v);
-	json_decref(v);
+	gw_jw_init(&w);
+	assert_int_equal(gw_state_json(&s, TID, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
 	assert_string_equal(txt,
 	    "{\"values\":{\"x\":1},\"next\":[\"agent\"],\"tasks\":[],"
 	    "\"checkpoint\":{\"thread_id\":\"" TID "\",\"checkpoint_ns\":\"\","
@@ -177,9 +186,14 @@ test_state_json(void **state)
 
 	// The first checkpoint has no parent.
 	c.parent_checkpoint_id = "";
-	assert_int_equal(gw_checkpoint_state_json(&c, &v), CM_OK);
+	gw_jw_init(&w);
+	assert_int_equal(gw_checkpoint_state_json(&c, &w), CM_OK);
+	txt = gw_jw_take(&w, &n);
+	v   = json_loads(txt, 0, NULL);
+	assert_non_null(v);
 	assert_true(json_is_null(json_object_get(v, "parent_checkpoint")));
 	json_decref(v);
+	free(txt);
 }
 
 // ---------------------------------------------------------------------
@@ -635,10 +649,88 @@ test_meta(void **state)
 	gw_response_fini(&r);
 }
 
+// copy() runs gw_jw_json on text; returns the output (new) or NULL.
+static char *
+copy(const char *text, size_t len)
+{
+	gw_jw  w;
+	size_t n;
+
+	gw_jw_init(&w);
+	if (gw_jw_json(&w, text, len) != CM_OK) {
+		gw_jw_fini(&w);
+		return (NULL);
+	}
+	return (gw_jw_take(&w, &n));
+}
+
+static void
+test_jw_json(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out; // NULL: refused
+	} rows[] = {
+		{ " { \"a\" : [ 1 , 2.5e-3 , true , null ] } ",
+		    "{\"a\":[1,2.5e-3,true,null]}" },
+		{ "\"\\ud83d\\ude00 \\u00e9\"", "\"\\ud83d\\ude00 \\u00e9\"" },
+		{ "12345678901234567890123", "12345678901234567890123" },
+		{ "\"\\ud83d\"", NULL },        // lone high surrogate
+		{ "\"\\ude00x\"", NULL },       // lone low surrogate
+		{ "\"\\ud83d\\u0041\"", NULL }, // high then not a low
+		{ "\"\xc3\x28\"", NULL },       // invalid UTF-8
+		{ "\"\xed\xa0\x80\"", NULL },   // UTF-8 surrogate
+		{ "[1,]", NULL },
+		{ "{\"a\"1}", NULL },
+		{ "01", NULL },
+		{ "1 2", NULL },
+		{ "", NULL },
+		{ "nul", NULL },
+	};
+	char  *out;
+	char   deep[2 * 70 + 1];
+	size_t k = 0;
+
+	(void) state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		out = copy(rows[i].in, strlen(rows[i].in));
+		if (rows[i].out == NULL) {
+			if (out != NULL) {
+				fail_msg("row %zu accepted: %s", i, out);
+			}
+		} else {
+			assert_non_null(out);
+			assert_string_equal(out, rows[i].out);
+		}
+		free(out);
+	}
+	// A raw NUL byte is not JSON (jansson would stop reading there).
+	assert_null(copy("[1]\0", 4));
+	// 64 levels are fine, 65 are not.
+	for (int i = 0; i < 64; i++) {
+		deep[k++] = '[';
+	}
+	for (int i = 0; i < 64; i++) {
+		deep[k++] = ']';
+	}
+	out = copy(deep, k);
+	assert_non_null(out);
+	free(out);
+	k = 0;
+	for (int i = 0; i < 65; i++) {
+		deep[k++] = '[';
+	}
+	for (int i = 0; i < 65; i++) {
+		deep[k++] = ']';
+	}
+	assert_null(copy(deep, k));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_jw_json),
 		cmocka_unit_test(test_thread_json),
 		cmocka_unit_test(test_select),
 		cmocka_unit_test(test_state_json),

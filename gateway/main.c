@@ -3,7 +3,7 @@
 // threadgate-gateway: the HTTP front door process.
 //
 // Reads its configuration (environment, then flags, which win), starts the
-// gateway (gw_server_start: upstream rpc clients, the libmicrohttpd pool),
+// gateway (gw_server_start: upstream rpc clients, the HTTP event loops),
 // then waits for SIGTERM/SIGINT: /ready turns 503 at once, the gateway
 // keeps serving for GATEWAY_DRAIN_DELAY_MS (so load balancers notice), then
 // stops cleanly, letting requests in flight finish. --health-check asks a
@@ -12,10 +12,12 @@
 // cannot bind/listen.
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -26,10 +28,14 @@
 #define EXIT_USAGE  2
 #define EXIT_LISTEN 3
 
-#define DEFAULT_HOST               "127.0.0.1"
-#define DEFAULT_PORT               2024
-#define DEFAULT_AUTH_URL           "ipc:///tmp/threadgate-auth.sock"
-#define DEFAULT_THREADS_URL        "ipc:///tmp/threadgate-threads.sock"
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT 2024
+// The upstream URLs default to sockets in a directory private to the
+// user (cm_default_ipc_url): a socket in /tmp could be created first by
+// any local user, who would then receive the gateway's calls.
+#define DEFAULT_URL_TEXT(name)                               \
+	"ipc://$XDG_RUNTIME_DIR/threadgate/" name ".sock,\n" \
+	"                       or ipc:///tmp/threadgate-<uid>/" name ".sock"
 #define DEFAULT_AUTH_TIMEOUT_MS    3000
 #define DEFAULT_THREADS_TIMEOUT_MS 5000
 #define DEFAULT_MAX_CONNECTIONS    1024
@@ -40,19 +46,61 @@
 #define MAX_THREADS        256
 #define MAX_CONNECTIONS    100000
 #define MAX_IDLE_TIMEOUT_S 3600
+#define MAX_REQ_TIMEOUT_S  3600
 #define MAX_DRAIN_DELAY_MS 600000
 // Shortest readiness probe interval: a probe round is a few rpc calls.
 #define MIN_READY_INTERVAL_MS 50
+// GATEWAY_MEMORY_BUDGET_MB bounds: at least one largest reply
+// (CM_RPC_MAX_MSG, 16 MiB) rendered, at most 64 GiB.
+#define MIN_MEMORY_BUDGET_MB 64
+#define MAX_MEMORY_BUDGET_MB 65536
+// Allocations from this size up get their own mapping, given back to the
+// system on free. glibc raises this threshold on its own after a large
+// free (up to 32 MiB), after which large reply buffers stay in the heap
+// and the process never shrinks (issue 10: RSS "never returned").
+// Fixing it at glibc's initial 128 KiB keeps that from happening.
+#define MALLOC_MMAP_THRESHOLD (128 * 1024)
+// Descriptors besides client connections: listening socket, epoll and
+// eventfds, nng pipes, logs.
+#define FD_RESERVE 64
+
+// raise_fd_limit() lifts the soft descriptor limit (often 1024) towards
+// what GATEWAY_MAX_CONNECTIONS needs: each connection, and briefly an
+// evicted one besides it. Bounded by the hard limit; warns when short.
+static void
+raise_fd_limit(int max_connections)
+{
+	struct rlimit rl;
+	rlim_t        need = (rlim_t) max_connections * 2 + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need) {
+		return;
+	}
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need
+	    ? need
+	    : rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < need) {
+		cm_warn(NULL,
+		    "descriptor limit %llu is below the %llu that "
+		    "GATEWAY_MAX_CONNECTIONS=%d needs; raise ulimit -n",
+		    (unsigned long long) rl.rlim_cur,
+		    (unsigned long long) need, max_connections);
+	}
+}
 
 static void
 usage(FILE *f)
 {
+	static const char auth_def[]    = DEFAULT_URL_TEXT("auth");
+	static const char threads_def[] = DEFAULT_URL_TEXT("threads");
+
 	fprintf(f,
 	    "usage: threadgate-gateway [options]\n"
 	    "\n"
-	    "The threadgate HTTP gateway: the LangGraph threads API, each\n"
-	    "user seeing only their own threads. Authenticates every request\n"
-	    "with the auth-service and stores threads in the thread-service.\n"
+	    "The threadgate gateway: the LangGraph threads API over HTTP,\n"
+	    "authenticated by the auth-service, stored by the "
+	    "thread-service.\n"
 	    "\n"
 	    "options (each overrides its environment variable):\n"
 	    "  --host HOST          GATEWAY_HOST        address to bind\n"
@@ -64,10 +112,10 @@ usage(FILE *f)
 	    "                       here once listening (default: none)\n"
 	    "  --auth-url URLS      AUTH_SERVICE_URL    auth-service "
 	    "replicas\n"
-	    "                       (default " DEFAULT_AUTH_URL ")\n"
+	    "                       (default %s)\n"
 	    "  --threads-url URLS   THREAD_SERVICE_URL  thread-service "
 	    "replicas\n"
-	    "                       (default " DEFAULT_THREADS_URL ")\n"
+	    "                       (default %s)\n"
 	    "                       URLS: nng URLs separated by commas; a\n"
 	    "                       tcp:// host name means every address it\n"
 	    "                       resolves to, re-resolved every 5 s\n"
@@ -79,16 +127,22 @@ usage(FILE *f)
 	    "\n"
 	    "environment only:\n"
 	    "  GATEWAY_AUTH_TIMEOUT_MS     deadline of the auth call (%d)\n"
-	    "  GATEWAY_THREADS_TIMEOUT_MS  deadline of a thread-service call "
-	    "(%d)\n"
+	    "  GATEWAY_THREADS_TIMEOUT_MS  deadline of a thread-service call\n"
+	    "                              (%d)\n"
 	    "  GATEWAY_MAX_BODY            largest request body, bytes (%d,\n"
 	    "                              max %d)\n"
-	    "  GATEWAY_THREADS             HTTP worker threads (default: the\n"
+	    "  GATEWAY_THREADS             HTTP event loops (default: the\n"
 	    "                              number of CPUs)\n"
 	    "  GATEWAY_MAX_CONNECTIONS     open connections in all (%d)\n"
 	    "  GATEWAY_PER_IP_CONNECTIONS  open connections per client IP "
 	    "(%d)\n"
 	    "  GATEWAY_IDLE_TIMEOUT_S      close idle connections after (%d)\n"
+	    "  GATEWAY_HEADER_TIMEOUT_S    a request head must arrive within\n"
+	    "                              this many seconds (%d)\n"
+	    "  GATEWAY_BODY_TIMEOUT_S      a request body must arrive within\n"
+	    "                              this many seconds (%d)\n"
+	    "  GATEWAY_MEMORY_BUDGET_MB    memory all requests may hold for\n"
+	    "                              bodies and replies (%d)\n"
 	    "  GATEWAY_READY_INTERVAL_MS   upstream Health probes for /ready\n"
 	    "                              every (%d)\n"
 	    "  GATEWAY_DRAIN_DELAY_MS      on SIGTERM: /ready is 503 this "
@@ -106,9 +160,11 @@ usage(FILE *f)
 	    "\n"
 	    "exit codes: 0 stopped by SIGTERM/SIGINT, 1 other failure,\n"
 	    "2 usage or configuration error, 3 cannot bind/listen.\n",
-	    DEFAULT_PORT, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_THREADS_TIMEOUT_MS,
-	    GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
-	    DEFAULT_PER_IP_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_S,
+	    DEFAULT_PORT, auth_def, threads_def, DEFAULT_AUTH_TIMEOUT_MS,
+	    DEFAULT_THREADS_TIMEOUT_MS, GW_DEFAULT_MAX_BODY, GW_MAX_BODY_LIMIT,
+	    DEFAULT_MAX_CONNECTIONS, DEFAULT_PER_IP_CONNECTIONS,
+	    DEFAULT_IDLE_TIMEOUT_S, GW_DEFAULT_HEADER_TIMEOUT_S,
+	    GW_DEFAULT_BODY_TIMEOUT_S, GW_DEFAULT_MEMORY_BUDGET_MB,
 	    GW_READY_INTERVAL_DEFAULT_MS);
 }
 
@@ -163,7 +219,10 @@ main(int argc, char **argv)
 	gw_server *srv = NULL;
 	sigset_t   set;
 	long       ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char       auth_def[CM_IPC_URL_MAX];
+	char       threads_def[CM_IPC_URL_MAX];
 	int        max_body;
+	int        budget_mb;
 	int        sig;
 	int        c;
 	int        health_check = 0;
@@ -171,11 +230,10 @@ main(int argc, char **argv)
 	cm_err     rv;
 
 	cm_log_init("gateway", cm_log_level_from_env());
-	cfg.host      = cm_env_str("GATEWAY_HOST", DEFAULT_HOST);
-	cfg.port_file = cm_env_str("GATEWAY_PORT_FILE", NULL);
-	cfg.auth_url  = cm_env_str("AUTH_SERVICE_URL", DEFAULT_AUTH_URL);
-	cfg.threads_url =
-	    cm_env_str("THREAD_SERVICE_URL", DEFAULT_THREADS_URL);
+	cfg.host        = cm_env_str("GATEWAY_HOST", DEFAULT_HOST);
+	cfg.port_file   = cm_env_str("GATEWAY_PORT_FILE", NULL);
+	cfg.auth_url    = cm_env_str("AUTH_SERVICE_URL", NULL);
+	cfg.threads_url = cm_env_str("THREAD_SERVICE_URL", NULL);
 	if (env_int("GATEWAY_PORT", DEFAULT_PORT, 0, 65535, &cfg.port) != 0 ||
 	    env_int("GATEWAY_AUTH_TIMEOUT_MS", DEFAULT_AUTH_TIMEOUT_MS, 1,
 	        MAX_TIMEOUT_MS, &cfg.auth_timeout_ms) != 0 ||
@@ -191,6 +249,12 @@ main(int argc, char **argv)
 	        1, MAX_CONNECTIONS, &cfg.per_ip_connections) != 0 ||
 	    env_int("GATEWAY_IDLE_TIMEOUT_S", DEFAULT_IDLE_TIMEOUT_S, 1,
 	        MAX_IDLE_TIMEOUT_S, &cfg.idle_timeout_s) != 0 ||
+	    env_int("GATEWAY_HEADER_TIMEOUT_S", GW_DEFAULT_HEADER_TIMEOUT_S, 1,
+	        MAX_REQ_TIMEOUT_S, &cfg.header_timeout_s) != 0 ||
+	    env_int("GATEWAY_BODY_TIMEOUT_S", GW_DEFAULT_BODY_TIMEOUT_S, 1,
+	        MAX_REQ_TIMEOUT_S, &cfg.body_timeout_s) != 0 ||
+	    env_int("GATEWAY_MEMORY_BUDGET_MB", GW_DEFAULT_MEMORY_BUDGET_MB,
+	        MIN_MEMORY_BUDGET_MB, MAX_MEMORY_BUDGET_MB, &budget_mb) != 0 ||
 	    env_int("GATEWAY_READY_INTERVAL_MS", GW_READY_INTERVAL_DEFAULT_MS,
 	        MIN_READY_INTERVAL_MS, MAX_TIMEOUT_MS,
 	        &cfg.ready_interval_ms) != 0 ||
@@ -200,7 +264,10 @@ main(int argc, char **argv)
 	        CM_OK) {
 		return (EXIT_USAGE);
 	}
-	cfg.max_body = (size_t) max_body;
+	cfg.max_body      = (size_t) max_body;
+	cfg.memory_budget = (size_t) budget_mb * 1024 * 1024;
+	mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+	raise_fd_limit(cfg.max_connections);
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -245,6 +312,25 @@ main(int argc, char **argv)
 	}
 	if (health_check) {
 		return (gw_ops_health_check_main(&cfg));
+	}
+	// Only computed (and their directory made) when used.
+	if ((cfg.auth_url == NULL &&
+	        cm_default_ipc_url("auth", auth_def, sizeof(auth_def)) !=
+	            CM_OK) ||
+	    (cfg.threads_url == NULL &&
+	        cm_default_ipc_url(
+	            "threads", threads_def, sizeof(threads_def)) != CM_OK)) {
+		cm_error(NULL,
+		    "no usable default for AUTH_SERVICE_URL / "
+		    "THREAD_SERVICE_URL; set them (or --auth-url, "
+		    "--threads-url)");
+		return (EXIT_USAGE);
+	}
+	if (cfg.auth_url == NULL) {
+		cfg.auth_url = auth_def;
+	}
+	if (cfg.threads_url == NULL) {
+		cfg.threads_url = threads_def;
 	}
 
 	// Every thread started from here on inherits this mask, so only

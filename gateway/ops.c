@@ -51,7 +51,7 @@
 static const char *const methods[] = { "GET", "PUT", "POST", "HEAD", "PATCH",
 	"DELETE", "OPTIONS", "other" };
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
-// Status label values: every status the gateway and libmicrohttpd produce
+// Status label values: every status the gateway's HTTP layer can produce
 // for a request that reached the handler; anything else is "other".
 static const unsigned statuses[] = { 200, 201, 204, 400, 401, 403, 404, 405,
 	409, 413, 414, 422, 429, 431, 500, 501, 502, 503, 504 };
@@ -91,10 +91,12 @@ struct gw_ops {
 	int             running;
 	int             stop;
 	int             probed; // a round completed
-	cm_rpc_client  *probe[GW_UP_COUNT_];
-	int             serving[GW_UP_COUNT_];
-	char            detail[GW_UP_COUNT_][CM_RPC_DETAIL_MAX];
-	atomic_int      draining;
+	// The request path's own clients (srv->auth, srv->threads), so a
+	// Health answer proves the connections requests use, not others.
+	cm_rpc_client *probe[GW_UP_COUNT_];
+	int            serving[GW_UP_COUNT_];
+	char           detail[GW_UP_COUNT_][CM_RPC_DETAIL_MAX];
+	atomic_int     draining;
 
 	// Metrics.
 	cm_counter   *req[NSLOTS][NSTATUSES];
@@ -270,7 +272,7 @@ gw_ops_header(gw_job *job, const char *key, const char *value)
 }
 
 void
-gw_ops_request_end(gw_job *job, int completed_ok)
+gw_ops_request_end(gw_job *job, int sent)
 {
 	gw_ops *o  = job->srv->ops;
 	int64_t us = cm_now_us() - job->t0_us;
@@ -281,11 +283,9 @@ gw_ops_request_end(gw_job *job, int completed_ok)
 		cm_gauge_add(o->in_flight, -1);
 	}
 	cm_log_ctx_set(job->rid, job->traceparent);
-	if (job->state != GW_JOB_SENT) {
-		if (!completed_ok) {
-			cm_debug(job->rid, "%s %s aborted before the response",
-			    job->method, job->path);
-		}
+	if (!sent) {
+		cm_debug(job->rid, "%s %s aborted before the response",
+		    job->method, job->path);
 		cm_log_ctx_clear();
 		return;
 	}
@@ -617,8 +617,6 @@ gw_ops_start(gw_server *srv)
 {
 	gw_ops            *o = cm_xcalloc(1, sizeof(*o));
 	pthread_condattr_t ca;
-	const char        *urls[GW_UP_COUNT_] = { srv->cfg.auth_url,
-		       srv->cfg.threads_url };
 	cm_err             rv;
 
 	o->srv = srv;
@@ -634,12 +632,8 @@ gw_ops_start(gw_server *srv)
 	if (rv != CM_OK) {
 		goto fail;
 	}
-	for (int u = 0; u < GW_UP_COUNT_; u++) {
-		rv = cm_rpc_client_open(urls[u], &o->probe[u]);
-		if (rv != CM_OK) {
-			goto fail;
-		}
-	}
+	o->probe[GW_UP_AUTH]    = srv->auth;
+	o->probe[GW_UP_THREADS] = srv->threads;
 	if (pthread_create(&o->thread, NULL, prober_main, o) != 0) {
 		rv = CM_EINTERNAL;
 		goto fail;
@@ -652,7 +646,7 @@ fail:
 }
 
 void
-gw_ops_stop(gw_server *srv)
+gw_ops_stop_prober(gw_server *srv)
 {
 	gw_ops *o = srv->ops;
 
@@ -665,10 +659,19 @@ gw_ops_stop(gw_server *srv)
 	pthread_mutex_unlock(&o->mu);
 	if (o->running) {
 		pthread_join(o->thread, NULL);
+		o->running = 0;
 	}
-	for (int u = 0; u < GW_UP_COUNT_; u++) {
-		cm_rpc_client_close(o->probe[u]);
+}
+
+void
+gw_ops_stop(gw_server *srv)
+{
+	gw_ops *o = srv->ops;
+
+	if (o == NULL) {
+		return;
 	}
+	gw_ops_stop_prober(srv);
 	cm_metrics_serve_env_stop(o->mh);
 	cm_gauge_set(o->ready, 0);
 	cm_gauge_set(o->in_flight, 0);
@@ -680,18 +683,11 @@ gw_ops_stop(gw_server *srv)
 }
 
 void
-gw_ops_on_connection(void *cls, struct MHD_Connection *conn,
-    void **socket_context, enum MHD_ConnectionNotificationCode toe)
+gw_ops_on_connection(gw_server *srv, int delta)
 {
-	gw_server *srv = cls;
-
-	(void) conn;
-	(void) socket_context;
-	if (srv->ops == NULL) {
-		return;
+	if (srv->ops != NULL) {
+		cm_gauge_add(srv->ops->connections, delta);
 	}
-	cm_gauge_add(srv->ops->connections,
-	    toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
 // ---------------------------------------------------------------------

@@ -19,112 +19,124 @@
 #include "common/xalloc.h"
 #include "gateway/gw.h"
 
-json_t *
+void
 gw_checkpoint_ref_json(
-    const char *thread_id, const char *ns, const char *checkpoint_id)
+    gw_jw *w, const char *thread_id, const char *ns, const char *checkpoint_id)
 {
-	return (json_pack("{s:s,s:s,s:s,s:n}", "thread_id", thread_id,
-	    "checkpoint_ns", ns != NULL ? ns : "", "checkpoint_id",
-	    checkpoint_id, "checkpoint_map"));
+	gw_jw_obj(w);
+	gw_jw_key(w, "thread_id");
+	gw_jw_str(w, thread_id);
+	gw_jw_key(w, "checkpoint_ns");
+	gw_jw_str(w, ns != NULL ? ns : "");
+	gw_jw_key(w, "checkpoint_id");
+	gw_jw_str(w, checkpoint_id);
+	gw_jw_key(w, "checkpoint_map");
+	gw_jw_null(w);
+	gw_jw_obj_end(w);
 }
 
 cm_err
 gw_checkpoint_state_json(
-    const Threadgate__Threads__V1__Checkpoint *c, json_t **out)
+    const Threadgate__Threads__V1__Checkpoint *c, gw_jw *w)
 {
-	json_t *o = json_object();
-	json_t *v = NULL;
-	json_t *next;
-	char    buf[CM_ISO8601_SIZE];
-	cm_err  rv;
+	char buf[CM_ISO8601_SIZE];
 
-	rv = gw_json_field(c->values_json, json_object(), &v);
-	if (rv != CM_OK) {
-		goto out;
+	gw_jw_obj(w);
+	if (gw_jw_field(w, "values", c->values_json, "{}") != CM_OK) {
+		return (CM_EINTERNAL);
 	}
-	json_object_set_new(o, "values", v);
-	next = json_array();
+	gw_jw_key(w, "next");
+	gw_jw_arr(w);
 	for (size_t i = 0; i < c->n_next; i++) {
-		json_array_append_new(next, json_string(c->next[i]));
+		gw_jw_str(w, c->next[i]);
 	}
-	json_object_set_new(o, "next", next);
-	json_object_set_new(o, "tasks", json_array());
-	json_object_set_new(o, "checkpoint",
-	    gw_checkpoint_ref_json(
-	        c->thread_id, c->checkpoint_ns, c->checkpoint_id));
-	rv = gw_json_field(c->metadata_json, json_object(), &v);
-	if (rv != CM_OK) {
-		goto out;
+	gw_jw_arr_end(w);
+	gw_jw_key(w, "tasks");
+	gw_jw_raw_value(w, "[]");
+	gw_jw_key(w, "checkpoint");
+	gw_checkpoint_ref_json(
+	    w, c->thread_id, c->checkpoint_ns, c->checkpoint_id);
+	if (gw_jw_field(w, "metadata", c->metadata_json, "{}") != CM_OK) {
+		return (CM_EINTERNAL);
 	}
-	json_object_set_new(o, "metadata", v);
-	json_object_set_new(o, "created_at",
-	    json_string(cm_time_iso8601(c->created_at_us, buf)));
-	json_object_set_new(o, "parent_checkpoint",
-	    c->parent_checkpoint_id[0] != '\0'
-	        ? gw_checkpoint_ref_json(
-	              c->thread_id, c->checkpoint_ns, c->parent_checkpoint_id)
-	        : json_null());
-	json_object_set_new(o, "interrupts", json_array());
-out:
-	if (rv != CM_OK) {
-		json_decref(o);
-		return (rv);
+	gw_jw_key(w, "created_at");
+	gw_jw_str(w, cm_time_iso8601(c->created_at_us, buf));
+	gw_jw_key(w, "parent_checkpoint");
+	if (c->parent_checkpoint_id[0] != '\0') {
+		gw_checkpoint_ref_json(w, c->thread_id, c->checkpoint_ns,
+		    c->parent_checkpoint_id);
+	} else {
+		gw_jw_null(w);
 	}
-	*out = o;
-	return (CM_OK);
+	gw_jw_key(w, "interrupts");
+	gw_jw_raw_value(w, "[]");
+	gw_jw_obj_end(w);
+	return (w->err ? CM_EINTERNAL : CM_OK);
 }
 
 cm_err
 gw_state_json(const Threadgate__Threads__V1__StateReply *s,
-    const char *thread_id, json_t **out)
+    const char *thread_id, gw_jw *w)
 {
 	char buf[CM_ISO8601_SIZE];
 
 	(void) thread_id;
 	if (s->has_checkpoint && s->checkpoint != NULL) {
-		return (gw_checkpoint_state_json(s->checkpoint, out));
+		return (gw_checkpoint_state_json(s->checkpoint, w));
 	}
-	*out = json_pack("{s:{},s:[],s:[],s:n,s:{},s:s,s:n,s:[]}", "values",
-	    "next", "tasks", "checkpoint", "metadata", "created_at",
-	    cm_time_iso8601(s->thread_created_at_us, buf), "parent_checkpoint",
-	    "interrupts");
-	return (CM_OK);
+	gw_jw_obj(w);
+	gw_jw_key(w, "values");
+	gw_jw_raw_value(w, "{}");
+	gw_jw_key(w, "next");
+	gw_jw_raw_value(w, "[]");
+	gw_jw_key(w, "tasks");
+	gw_jw_raw_value(w, "[]");
+	gw_jw_key(w, "checkpoint");
+	gw_jw_null(w);
+	gw_jw_key(w, "metadata");
+	gw_jw_raw_value(w, "{}");
+	gw_jw_key(w, "created_at");
+	gw_jw_str(w, cm_time_iso8601(s->thread_created_at_us, buf));
+	gw_jw_key(w, "parent_checkpoint");
+	gw_jw_null(w);
+	gw_jw_key(w, "interrupts");
+	gw_jw_raw_value(w, "[]");
+	gw_jw_obj_end(w);
+	return (w->err ? CM_EINTERNAL : CM_OK);
 }
 
 cm_err
-gw_state_render(
-    const gw_request *req, const ProtobufCMessage *reply, json_t **out)
+gw_state_render(const gw_request *req, const ProtobufCMessage *reply, gw_jw *w)
 {
 	switch (req->route->id) {
 	case GW_R_STATE_UPDATE: {
 		const Threadgate__Threads__V1__Checkpoint *c =
 		    (const Threadgate__Threads__V1__Checkpoint *) reply;
-		*out = json_pack("{s:o}", "checkpoint",
-		    gw_checkpoint_ref_json(
-		        c->thread_id, c->checkpoint_ns, c->checkpoint_id));
-		return (CM_OK);
+		gw_jw_obj(w);
+		gw_jw_key(w, "checkpoint");
+		gw_checkpoint_ref_json(
+		    w, c->thread_id, c->checkpoint_ns, c->checkpoint_id);
+		gw_jw_obj_end(w);
+		return (w->err ? CM_EINTERNAL : CM_OK);
 	}
 	case GW_R_HISTORY_GET:
 	case GW_R_HISTORY_POST: {
 		const Threadgate__Threads__V1__HistoryReply *h =
 		    (const Threadgate__Threads__V1__HistoryReply *) reply;
-		json_t *arr = json_array();
+		gw_jw_arr(w);
 		for (size_t i = 0; i < h->n_checkpoints; i++) {
-			json_t *e;
-			if (gw_checkpoint_state_json(h->checkpoints[i], &e) !=
+			if (gw_checkpoint_state_json(h->checkpoints[i], w) !=
 			    CM_OK) {
-				json_decref(arr);
 				return (CM_EINTERNAL);
 			}
-			json_array_append_new(arr, e);
 		}
-		*out = arr;
+		gw_jw_arr_end(w);
 		return (CM_OK);
 	}
 	default:
 		return (gw_state_json(
 		    (const Threadgate__Threads__V1__StateReply *) reply,
-		    req->thread_id, out));
+		    req->thread_id, w));
 	}
 }
 

@@ -44,6 +44,15 @@ gw_request_fini(gw_request *req)
 	memset(req, 0, sizeof(*req));
 }
 
+// str_is() is 1 when v is the JSON string want - all of it: jansson
+// accepts "\u0000", and "idle\u0000x" must not read as "idle".
+static int
+str_is(const json_t *v, const char *want)
+{
+	return (json_is_string(v) && json_string_length(v) == strlen(want) &&
+	    memcmp(json_string_value(v), want, strlen(want)) == 0);
+}
+
 static cm_err fail(char *detail, size_t detail_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -204,8 +213,7 @@ ttl_value(const json_t *body, double *minutes, const char **strategy,
 		const json_t *s = json_object_get(v, "strategy");
 		n               = json_object_get(v, "ttl");
 		if (s != NULL && !json_is_null(s)) {
-			if (!json_is_string(s) ||
-			    strcmp(json_string_value(s), "delete") != 0) {
+			if (!str_is(s, "delete")) {
 				snprintf(detail, detail_len,
 				    "ttl.strategy must be \"delete\"");
 				return (CM_EINVAL);
@@ -236,8 +244,8 @@ status_value(
 		*out = "";
 		return (CM_OK);
 	}
-	for (size_t i = 0; json_is_string(v) && i < 4; i++) {
-		if (strcmp(json_string_value(v), ok[i]) == 0) {
+	for (size_t i = 0; i < 4; i++) {
+		if (str_is(v, ok[i])) {
 			*out = ok[i];
 			return (CM_OK);
 		}
@@ -286,9 +294,8 @@ gw_select_parse(
 	{
 		size_t f;
 		for (f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
-			if (json_is_string(e) &&
-			    strcmp(json_string_value(e), fields[f].name) ==
-			        0) {
+			// "thread_id\u0000" is not a field (str_is).
+			if (str_is(e, fields[f].name)) {
 				break;
 			}
 		}
@@ -666,121 +673,100 @@ gw_request_message(gw_request *req)
 // Rendering replies
 // ---------------------------------------------------------------------
 
-// parse_or() parses trusted-but-bounded JSON text; "" gives def (stolen).
-static cm_err
-parse_or(const char *text, json_t *def, json_t **out)
-{
-	cm_err rv;
-
-	if (text == NULL || text[0] == '\0') {
-		*out = def;
-		return (CM_OK);
-	}
-	json_decref(def);
-	rv = cm_json_parse(text, strlen(text), CM_RPC_MAX_MSG, out, NULL, 0);
-	return (rv == CM_OK ? CM_OK : CM_EINTERNAL);
-}
-
 cm_err
-gw_json_field(const char *text, json_t *def, json_t **out)
+gw_jw_field(gw_jw *w, const char *key, const char *text, const char *def)
 {
-	return (parse_or(text, def, out));
+	gw_jw_key(w, key);
+	if (text == NULL || text[0] == '\0') {
+		text = def;
+	}
+	return (gw_jw_json(w, text, strlen(text)));
 }
 
 static void
-set_time(json_t *o, const char *key, int64_t us)
+set_time(gw_jw *w, const char *key, int64_t us)
 {
 	char buf[CM_ISO8601_SIZE];
 
-	json_object_set_new(o, key, json_string(cm_time_iso8601(us, buf)));
+	gw_jw_key(w, key);
+	gw_jw_str(w, cm_time_iso8601(us, buf));
 }
 
 cm_err
 gw_thread_json(
-    const Threadgate__Threads__V1__Thread *t, unsigned mask, json_t **out)
+    const Threadgate__Threads__V1__Thread *t, unsigned mask, gw_jw *w)
 {
-	json_t *o  = json_object();
-	json_t *v  = NULL;
-	cm_err  rv = CM_OK;
+	cm_err rv = CM_OK;
 
+	gw_jw_obj(w);
 	if (mask & GW_F_THREAD_ID) {
-		json_object_set_new(o, "thread_id", json_string(t->thread_id));
+		gw_jw_key(w, "thread_id");
+		gw_jw_str(w, t->thread_id);
 	}
 	if (mask & GW_F_CREATED_AT) {
-		set_time(o, "created_at", t->created_at_us);
+		set_time(w, "created_at", t->created_at_us);
 	}
 	if (mask & GW_F_UPDATED_AT) {
-		set_time(o, "updated_at", t->updated_at_us);
+		set_time(w, "updated_at", t->updated_at_us);
 	}
-	if (mask & GW_F_METADATA) {
-		rv = parse_or(t->metadata_json, json_object(), &v);
-		if (rv != CM_OK) {
-			goto out;
-		}
-		json_object_set_new(o, "metadata", v);
+	if ((mask & GW_F_METADATA) &&
+	    (rv = gw_jw_field(w, "metadata", t->metadata_json, "{}")) !=
+	        CM_OK) {
+		return (CM_EINTERNAL);
 	}
 	if (mask & GW_F_STATUS) {
-		json_object_set_new(o, "status",
-		    json_string(t->status[0] ? t->status : "idle"));
+		gw_jw_key(w, "status");
+		gw_jw_str(w, t->status[0] ? t->status : "idle");
 	}
-	if (mask & GW_F_CONFIG) {
-		rv = parse_or(t->config_json, json_object(), &v);
-		if (rv != CM_OK) {
-			goto out;
-		}
-		json_object_set_new(o, "config", v);
+	if ((mask & GW_F_CONFIG) &&
+	    (rv = gw_jw_field(w, "config", t->config_json, "{}")) != CM_OK) {
+		return (CM_EINTERNAL);
 	}
 	if (mask & GW_F_CONTEXT) {
-		json_object_set_new(o, "context", json_object());
+		gw_jw_key(w, "context");
+		gw_jw_raw_value(w, "{}");
 	}
-	if ((mask & GW_F_VALUES) && t->values_json[0] != '\0') {
-		rv = parse_or(t->values_json, NULL, &v);
-		if (rv != CM_OK) {
-			goto out;
-		}
-		json_object_set_new(o, "values", v);
+	// values is omitted when the service sent none ("").
+	if ((mask & GW_F_VALUES) && t->values_json[0] != '\0' &&
+	    (rv = gw_jw_field(w, "values", t->values_json, "")) != CM_OK) {
+		return (CM_EINTERNAL);
 	}
-	if (mask & GW_F_INTERRUPTS) {
-		rv = parse_or(t->interrupts_json, json_object(), &v);
-		if (rv != CM_OK) {
-			goto out;
-		}
-		json_object_set_new(o, "interrupts", v);
+	if ((mask & GW_F_INTERRUPTS) &&
+	    (rv = gw_jw_field(w, "interrupts", t->interrupts_json, "{}")) !=
+	        CM_OK) {
+		return (CM_EINTERNAL);
 	}
 	if (mask & GW_F_ERROR) {
-		json_object_set_new(o, "error", json_null());
+		gw_jw_key(w, "error");
+		gw_jw_null(w);
 	}
 	if ((mask & GW_F_TTL) && t->ttl_minutes > 0) {
-		json_object_set_new(o, "ttl",
-		    json_pack("{s:f,s:s}", "ttl", t->ttl_minutes, "strategy",
-		        t->ttl_strategy[0] ? t->ttl_strategy : "delete"));
+		gw_jw_key(w, "ttl");
+		gw_jw_obj(w);
+		gw_jw_key(w, "ttl");
+		gw_jw_real(w, t->ttl_minutes);
+		gw_jw_key(w, "strategy");
+		gw_jw_str(w, t->ttl_strategy[0] ? t->ttl_strategy : "delete");
+		gw_jw_obj_end(w);
 	}
-out:
-	if (rv != CM_OK) {
-		json_decref(o);
-		return (rv);
-	}
-	*out = o;
-	return (CM_OK);
+	gw_jw_obj_end(w);
+	return (w->err ? CM_EINTERNAL : CM_OK);
 }
 
 static cm_err
 render_search(const gw_request                        *req,
-    const Threadgate__Threads__V1__SearchThreadsReply *s, gw_response *r)
+    const Threadgate__Threads__V1__SearchThreadsReply *s, gw_jw *w,
+    gw_response *r)
 {
-	json_t *arr = json_array();
-	char    num[32];
+	char num[32];
 
+	gw_jw_arr(w);
 	for (size_t i = 0; i < s->n_threads; i++) {
-		json_t *t;
-		if (gw_thread_json(s->threads[i], req->select, &t) != CM_OK) {
-			json_decref(arr);
+		if (gw_thread_json(s->threads[i], req->select, w) != CM_OK) {
 			return (CM_EINTERNAL);
 		}
-		json_array_append_new(arr, t);
 	}
-	gw_response_json(r, 200, arr);
-	json_decref(arr);
+	gw_jw_arr_end(w);
 	snprintf(num, sizeof(num), "%lld", (long long) s->total);
 	gw_response_header(r, "X-Pagination-Total", num);
 	if ((int64_t) req->u.search.offset + (int64_t) s->n_threads <
@@ -797,9 +783,11 @@ cm_err
 gw_reply_render(
     const gw_request *req, const ProtobufCMessage *reply, gw_response *r)
 {
-	json_t *v  = NULL;
-	cm_err  rv = CM_OK;
+	gw_response out = { 0 };
+	gw_jw       w;
+	cm_err      rv = CM_OK;
 
+	gw_jw_init(&w);
 	switch (req->route->id) {
 	case GW_R_THREAD_CREATE:
 	case GW_R_THREAD_GET:
@@ -813,7 +801,7 @@ gw_reply_render(
 		}
 		rv = gw_thread_json(
 		    (const Threadgate__Threads__V1__Thread *) reply,
-		    GW_F_ALL & ~(GW_F_CONTEXT | GW_F_ERROR), &v);
+		    GW_F_ALL & ~(GW_F_CONTEXT | GW_F_ERROR), &w);
 		break;
 	case GW_R_THREAD_DELETE:
 	case GW_R_STATE_PATCH:
@@ -821,29 +809,36 @@ gw_reply_render(
 		r->status = 204;
 		return (CM_OK);
 	case GW_R_THREAD_SEARCH:
-		return (render_search(req,
+		rv = render_search(req,
 		    (const Threadgate__Threads__V1__SearchThreadsReply *)
 		        reply,
-		    r));
+		    &w, &out);
+		break;
 	case GW_R_THREAD_COUNT:
-		v = json_integer(
+		gw_jw_int(&w,
 		    ((const Threadgate__Threads__V1__CountReply *) reply)
 		        ->count);
 		break;
 	case GW_R_THREAD_PRUNE:
-		v = json_pack("{s:I}", "pruned_count",
-		    (json_int_t) ((const Threadgate__Threads__V1__PruneThreadsReply
-		                          *) reply)
+		gw_jw_obj(&w);
+		gw_jw_key(&w, "pruned_count");
+		gw_jw_int(&w,
+		    ((const Threadgate__Threads__V1__PruneThreadsReply *)
+		            reply)
 		        ->pruned_count);
+		gw_jw_obj_end(&w);
 		break;
 	default:
-		rv = gw_state_render(req, reply, &v);
+		rv = gw_state_render(req, reply, &w);
 		break;
 	}
-	if (rv != CM_OK) {
-		return (rv);
+	if (rv != CM_OK || w.err) {
+		gw_jw_fini(&w);
+		return (CM_EINTERNAL);
 	}
-	gw_response_json(r, 200, v);
-	json_decref(v);
+	gw_response_fini(r);
+	*r        = out;
+	r->status = 200;
+	r->body   = gw_jw_take(&w, &r->body_len);
 	return (CM_OK);
 }

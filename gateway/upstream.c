@@ -6,7 +6,8 @@
 //   gw_upstream_start  Authenticate(all Authorization values)  [auth]
 //   on_auth            identity -> input check -> gw_authorize()
 //                      -> owner = identity -> thread-service rpc [threads]
-//   on_threads         reply -> JSON response
+//   on_threads         reply -> JSON response (charged to the memory
+//                      budget; 503 when it is exhausted)
 //
 // Every step has a deadline (the call's timeout), so each chain ends in
 // exactly one gw_job_done(), which resumes the connection. The owner sent
@@ -127,8 +128,10 @@ fail(gw_job *job, cm_err err, const char *detail)
 static void
 on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 {
-	gw_job *job = arg;
-	cm_err  rv;
+	gw_job    *job = arg;
+	gw_server *srv = job->srv;
+	size_t     charge;
+	cm_err     rv;
 
 	if (st != CM_OK) {
 		if (st == CM_EINTERNAL || st == CM_ETIMEDOUT ||
@@ -145,8 +148,22 @@ on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 		        : detail);
 		return;
 	}
+	// Rendering holds the reply (and the rpc layer's copy of it) and the
+	// output at once: charge that to the memory budget first, and refuse
+	// (503) rather than grow past it. Once rendered, only the output
+	// stays charged until it is sent.
+	charge = protobuf_c_message_get_packed_size(reply) * GW_RENDER_FACTOR;
+	if (gw_mem_take(srv, charge) != 0) {
+		protobuf_c_message_free_unpacked(reply, NULL);
+		gw_ratelog_note(&srv->log_refused, "memory budget exhausted");
+		fail(job, CM_EUNAVAIL, "Server busy, retry later");
+		return;
+	}
 	rv = gw_reply_render(&job->req, reply, &job->resp);
 	protobuf_c_message_free_unpacked(reply, NULL);
+	gw_mem_give(srv, charge);
+	atomic_fetch_add(&srv->mem_used, (long long) job->resp.body_len);
+	job->mem += job->resp.body_len;
 	if (rv != CM_OK) {
 		cm_error(job->rid, "unrenderable %s reply from thread-service",
 		    job->match.route->rpc);

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pattern='(^|[^A-Za-z0-9_])(gets|sprintf|vsprintf|strcpy|strcat|strtok|atoi|atol|atoll)[[:space:]]*\('
-files=$(find common auth-service thread-service gateway dev-idp tests bench -name '*.[ch]' 2>/dev/null | sort)
+files=$(find common auth-service thread-service gateway dev-idp tests bench fuzz -name '*.[ch]' 2>/dev/null | sort)
 [ -n "$files" ] || exit 0
 # shellcheck disable=SC2086
 if hits=$(grep -nE "$pattern" $files | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'); then

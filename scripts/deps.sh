@@ -5,8 +5,11 @@
 #   scripts/deps.sh           build + run dependencies, and curl for the
 #                             example make run prints (make run)
 #   scripts/deps.sh --test    also the test tools: a Node >= 20 and npm,
-#                             Debian's prometheus (promtool and the server)
+#                             Debian's prometheus (promtool and the server),
+#                             clang-format, clang-14 with libFuzzer, and
+#                             Debian's postgresql server for the pg tests
 #                             (make test; CI)
+#   scripts/deps.sh --bench   also wrk and nginx (make bench)
 # Packages come from Debian's repositories via
 # `apt-get install -y --no-install-recommends`, run directly as root, with
 # sudo otherwise (if available); without either it prints the exact command
@@ -29,23 +32,30 @@ MIN_NODE_MAJOR=20
 
 BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 	protobuf-c-compiler libmicrohttpd-dev libcjose-dev libjansson-dev
-	libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
+	libsqlite3-dev libpq-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 	ca-certificates curl)
 # curl is in the first list because make run's banner shows a curl example.
 # prometheus: promtool checks every /metrics output, and a real Prometheus
 # server scrapes the stack in tests/e2e/observability.test.mjs (Debian's
 # package: ~19 MB download; the service it ships is not started here).
-# iproute2: the multihost test builds network namespaces with `ip`.
-TEST_PKGS=(prometheus iproute2)
+# clang-format (format-check), Debian's clang and its runtime with
+# libFuzzer (scripts/fuzz.sh). The PostgreSQL server runs only in the
+# tests (a throwaway cluster per ctest run, scripts/pg-test-cluster.sh);
+# make run needs none. iproute2: the multihost test builds network
+# namespaces with `ip`.
+TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev postgresql
+	iproute2)
 
 want_test=0
+want_bench=0
 for a in "$@"; do
 	case "$a" in
 	--test) want_test=1 ;;
+	--bench) want_bench=1 ;;
 	-h|--help)
-		sed -n '3,20p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '3,23p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0 ;;
-	*) echo "deps.sh: unknown argument '$a' (use --test or --help)" >&2; exit 1 ;;
+	*) echo "deps.sh: unknown argument '$a' (use --test, --bench or --help)" >&2; exit 1 ;;
 	esac
 done
 
@@ -79,6 +89,10 @@ as_root() {
 }
 
 pkgs=("${BUILD_PKGS[@]}")
+if [ "$want_bench" -eq 1 ]; then
+	# make bench: the load generator and the floor it is compared with.
+	pkgs+=(wrk nginx-light)
+fi
 if [ "$want_test" -eq 1 ]; then
 	pkgs+=("${TEST_PKGS[@]}")
 	# Debian's nodejs/npm only when no usable Node 20+ with npm is here: on

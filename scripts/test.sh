@@ -3,17 +3,25 @@
 #
 # `make test`: the whole suite, as CI runs it.
 #   1. scripts/deps.sh --test   missing Debian packages, Node >= 20;
-#      scripts/check-banned.sh   no banned C functions (STYLE.md 9.14)
+#      scripts/check-banned.sh   no banned C functions (STYLE.md 9.14);
+#      make format-check         clang-format 14 with .clang-format
 #   2. npm ci                   the pinned JS SDK, jose, oidc-provider
 #                               (skipped when node_modules is already up to
 #                               date with package-lock.json, unless CI=true
 #                               or TG_NPM_CI=1)
 #   3. build/      RelWithDebInfo build, then every CTest test (unit,
-#                  contract, e2e), ctest -j2
+#                  contract, e2e; those labelled pg run on a throwaway
+#                  PostgreSQL cluster, TG_PG_TESTS=ON makes them required),
+#                  ctest -j2
 #   4. build-asan/ -DTG_SANITIZE=ON (ASan+UBSan), then the tests labelled
 #                  TG_ASAN_LABELS (default "unit|contract|e2e")
+#   5. make tsan   build-tsan/ -DTG_TSAN=ON (ThreadSanitizer), then the
+#                  rpc, contract and gateway e2e tests; a race report fails
+#   6. scripts/fuzz.sh   build-fuzz/ with clang, every libFuzzer target
+#                  for TG_FUZZ_SECONDS (default 5) from its seeds
 # Exits non-zero if any step fails; the last line is a one-line summary.
-# Knobs: TG_JOBS (2), TG_SKIP_ASAN=1, TG_ASAN_LABELS (a ctest -L regex).
+# Knobs: TG_JOBS (2), TG_SKIP_ASAN=1, TG_ASAN_LABELS (a ctest -L regex),
+# TG_SKIP_TSAN=1, TG_SKIP_FUZZ=1, TG_FUZZ_SECONDS.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -98,13 +106,27 @@ configure_build() {
 
 step "dependencies (scripts/deps.sh --test)" scripts/deps.sh --test || finish
 step "lint: no banned C functions (scripts/check-banned.sh)" scripts/check-banned.sh
+step "format: make format-check (clang-format 14)" make -s format-check
 step "node $(scripts/node.sh --version 2>/dev/null || echo '?') + npm ci" npm_ci || finish
-step "build build/ (RelWithDebInfo)" configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || finish
+step "build build/ (RelWithDebInfo)" configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	-DTG_PG_TESTS=ON || finish
 ctest_step "ctest build/ (all tests)" build
 if [ "${TG_SKIP_ASAN:-}" = "1" ]; then
 	summary+=("skip  ASan+UBSan build (TG_SKIP_ASAN=1)")
 elif step "build build-asan/ (-DTG_SANITIZE=ON)" configure_build build-asan \
-	-DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON; then
+	-DCMAKE_BUILD_TYPE=Debug -DTG_SANITIZE=ON -DTG_PG_TESTS=ON; then
 	ctest_step "ctest build-asan/ (-L '$asan_labels')" build-asan -L "$asan_labels"
+fi
+if [ "${TG_SKIP_TSAN:-}" = "1" ]; then
+	summary+=("skip  ThreadSanitizer (TG_SKIP_TSAN=1)")
+else
+	step "ThreadSanitizer: make tsan (rpc, contract and gateway e2e tests)" \
+		make -s tsan JOBS="$jobs"
+fi
+if [ "${TG_SKIP_FUZZ:-}" = "1" ]; then
+	summary+=("skip  fuzzing (TG_SKIP_FUZZ=1)")
+else
+	step "fuzz: every target ${TG_FUZZ_SECONDS:-5}s (scripts/fuzz.sh)" \
+		env FUZZ_SECONDS="${TG_FUZZ_SECONDS:-5}" scripts/fuzz.sh
 fi
 finish

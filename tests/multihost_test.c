@@ -298,15 +298,13 @@ conns_from_gateway(tg_proc *p, int port)
 	return (n);
 }
 
-// Waits until the gateway is connected to a restarted replica again:
-// twice (its request client and its readiness prober each dial every
-// replica).
+// Waits until the gateway is connected to a restarted replica again.
 static void
 wait_gateway_on(tg_proc *p, int port, const char *host)
 {
 	int64_t end = cm_mono_ms() + READY_MS;
 
-	while (conns_from_gateway(p, port) < 2) {
+	while (conns_from_gateway(p, port) < 1) {
 		if (cm_mono_ms() > end) {
 			dump_logs();
 			fail_msg("the gateway did not reconnect to %s", host);

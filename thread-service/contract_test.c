@@ -40,6 +40,26 @@ static char           logpath[600];
 static tg_proc       *proc;
 static cm_rpc_client *cli;
 
+// assert_json_equal: a and b are the same JSON value. JSON is compared
+// parsed, never as text: the PostgreSQL backend returns what jsonb stored
+// (keys sorted, its own number notation), a JSON text of the same value.
+#define assert_json_equal(a, b) json_equal_at((a), (b), __FILE__, __LINE__)
+
+static void
+json_equal_at(const char *a, const char *b, const char *file, int line)
+{
+	json_error_t e;
+	json_t      *ja   = json_loads(a, JSON_DECODE_ANY, &e);
+	json_t      *jb   = json_loads(b, JSON_DECODE_ANY, &e);
+	int          same = ja != NULL && jb != NULL && json_equal(ja, jb);
+
+	json_decref(ja);
+	json_decref(jb);
+	if (!same) {
+		fail_msg("%s:%d: JSON %s is not %s", file, line, a, b);
+	}
+}
+
 // ---------------------------------------------------------------------
 // Process control
 // ---------------------------------------------------------------------
@@ -489,15 +509,15 @@ test_owner_isolation(void **state)
 		        NULL, 0),
 		    CM_OK);
 		assert_true(sr->has_checkpoint);
-		assert_string_equal(sr->checkpoint->values_json, "{\"v\":2}");
+		assert_json_equal(sr->checkpoint->values_json, "{\"v\":2}");
 		assert_null(strstr(sr->checkpoint->metadata_json, "hacked"));
 		msg_free(sr);
 	}
 	assert_int_equal(get(ALICE, id, &t, NULL, 0), CM_OK);
-	assert_string_equal(
+	assert_json_equal(
 	    t->metadata_json, "{\"secret\":\"a\",\"owner\":\"" ALICE "\"}");
 	assert_true(t->ttl_minutes == 0);
-	assert_string_equal(t->values_json, "{\"v\":2}");
+	assert_json_equal(t->values_json, "{\"v\":2}");
 	msg_free(t);
 }
 
@@ -525,7 +545,7 @@ test_checkpoint_isolation(void **state)
 	    update_state(BOB, tb->thread_id, "{\"b\":1}", NULL, &cb), CM_OK);
 	// Bob's first checkpoint does not descend from Alice's.
 	assert_string_equal(cb->parent_checkpoint_id, "");
-	assert_string_equal(cb->values_json, "{\"b\":1}");
+	assert_json_equal(cb->values_json, "{\"b\":1}");
 	assert_int_equal(history_len(BOB, tb->thread_id), 1);
 	assert_int_equal(history_len(ALICE, ta->thread_id), 1);
 	msg_free(ta);
@@ -691,7 +711,7 @@ test_create_conflicts(void **state)
 	assert_null(t);
 	assert_int_equal(create(ALICE, id, "{\"n\":2}", 1, &t), CM_OK);
 	assert_string_equal(t->thread_id, id);
-	assert_string_equal(
+	assert_json_equal(
 	    t->metadata_json, "{\"n\":1,\"owner\":\"" ALICE "\"}");
 	msg_free(t);
 	t = NULL;
@@ -722,7 +742,7 @@ test_owner_round_trip(void **state)
 	    rpc("UpdateThread", &u,
 	        &threadgate__threads__v1__thread__descriptor, &t, NULL, 0),
 	    CM_OK);
-	assert_string_equal(
+	assert_json_equal(
 	    t->metadata_json, "{\"a\":1,\"owner\":\"" ALICE "\",\"b\":2}");
 	msg_free(t);
 	assert_int_equal(
@@ -772,9 +792,9 @@ test_restart_keeps_data(void **state)
 	start_service();
 
 	assert_int_equal(get(ALICE, id, &t, NULL, 0), CM_OK);
-	assert_string_equal(
+	assert_json_equal(
 	    t->metadata_json, "{\"durable\":true,\"owner\":\"" ALICE "\"}");
-	assert_string_equal(t->values_json, "{\"kept\":42}");
+	assert_json_equal(t->values_json, "{\"kept\":42}");
 	msg_free(t);
 	t = NULL;
 	assert_int_equal(get(BOB, id, &t, NULL, 0), CM_ENOENT);
@@ -842,9 +862,12 @@ test_quota_env(void **state)
 	req.thread_id = "";
 	end           = cm_mono_ms() + READY_MS;
 	while (rv == CM_EUNAVAIL && cm_mono_ms() < end && tg_proc_alive(p)) {
-		rv = cm_rpc_call_sync(c, "CreateThread", "q", 1000, &req.base,
-		    &threadgate__threads__v1__thread__descriptor, &reply,
-		    detail, sizeof(detail));
+		// CALL_MS: the first write of a fresh worker prepares its
+		// statements (PostgreSQL under ASan on a loaded machine took
+		// over a second).
+		rv = cm_rpc_call_sync(c, "CreateThread", "q", CALL_MS,
+		    &req.base, &threadgate__threads__v1__thread__descriptor,
+		    &reply, detail, sizeof(detail));
 	}
 	assert_int_equal(rv, CM_OK);
 	protobuf_c_message_free_unpacked(reply, NULL);

@@ -24,8 +24,12 @@
 #define EXIT_USAGE   2
 #define EXIT_STORAGE 3
 
-#define DEFAULT_URL "ipc:///tmp/threadgate-threads.sock"
-#define DEFAULT_DB  "threadgate-threads.db"
+// The listen URL defaults to a socket in a directory private to the user
+// (cm_default_ipc_url): one in /tmp could be taken by any local user.
+#define DEFAULT_URL_TEXT                                    \
+	"ipc://$XDG_RUNTIME_DIR/threadgate/threads.sock,\n" \
+	"                     or ipc:///tmp/threadgate-<uid>/threads.sock"
+#define DEFAULT_DB "threadgate-threads.db"
 
 // getopt values of the --*-workers flags: OPT_LANE + the lane.
 #define OPT_LANE 256
@@ -45,7 +49,7 @@ usage(FILE *f)
 	    "\n"
 	    "options (each overrides its environment variable):\n"
 	    "  --listen URL       THREAD_SERVICE_URL    listen URL\n"
-	    "                     (default " DEFAULT_URL ")\n"
+	    "                     (default " DEFAULT_URL_TEXT ")\n"
 	    "  --db TARGET        THREADS_DB            a sqlite file path\n"
 	    "                     (or sqlite:///path), or PostgreSQL: a\n"
 	    "                     postgres:// URL or libpq keyword string\n"
@@ -150,6 +154,7 @@ main(int argc, char **argv)
 	tsvc_db_options      opt     = tsvc_db_options_default();
 	tsvc_workers         workers = { 0 };
 	const char          *url;
+	char                 url_def[CM_IPC_URL_MAX];
 	const char          *target;
 	int64_t              lanes[TSVC_NLANES];
 	int64_t              sweep_s;
@@ -169,7 +174,7 @@ main(int argc, char **argv)
 	cm_err               rv;
 
 	cm_log_init("thread-service", cm_log_level_from_env());
-	url    = cm_env_str("THREAD_SERVICE_URL", DEFAULT_URL);
+	url    = cm_env_str("THREAD_SERVICE_URL", NULL);
 	target = cm_env_str("THREADS_DB", DEFAULT_DB);
 	if (cm_env_i64("THREAD_READ_WORKERS", TSVC_READ_WORKERS_DEFAULT, 1,
 	        TSVC_LANE_WORKERS_MAX, &lanes[TSVC_LANE_READ]) != CM_OK ||
@@ -236,6 +241,17 @@ main(int argc, char **argv)
 		    argv[optind]);
 		usage(stderr);
 		return (EXIT_USAGE);
+	}
+	// Only computed (and its directory made) when used.
+	if (url == NULL) {
+		if (cm_default_ipc_url("threads", url_def, sizeof(url_def)) !=
+		    CM_OK) {
+			cm_error(NULL,
+			    "no usable default for THREAD_SERVICE_URL; set it "
+			    "(or --listen)");
+			return (EXIT_USAGE);
+		}
+		url = url_def;
 	}
 	if (health_check) {
 		// Probe mode: ask the running instance, touch nothing.

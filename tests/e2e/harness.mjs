@@ -14,6 +14,9 @@
 //
 // Ports are always 0 (any free port) with --port-file; the nng sockets are
 // ipc:// files in the temporary directory; databases live there too. The
+// thread-service's database is a sqlite file there, or, with TG_TEST_DB=pg
+// (ctest sets it for the suites labelled pg, with TG_PG_STATE), a fresh
+// database of the test PostgreSQL cluster for each stack (newThreadsDb). The
 // environment handed to the services is the caller's minus every threadgate
 // configuration variable (SUPABASE_*, AUTH_*, GATEWAY_*, ...), so a
 // developer's shell cannot change what a test does.
@@ -22,7 +25,7 @@
 // is printed to stderr at exit (TG_E2E_LOG_LINES lines each, default 40).
 // TG_KEEP_TMP=1 keeps the temporary directories for inspection.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
@@ -122,6 +125,38 @@ export async function removeTmpDir(dir) {
 		return;
 	}
 	await fsp.rm(dir, { recursive: true, force: true });
+}
+
+/** usesPg(): whether this run's thread-services use PostgreSQL (TG_TEST_DB=pg). */
+export function usesPg() {
+	return (process.env.TG_TEST_DB === 'pg');
+}
+
+/**
+ * newThreadsDb(dir): a THREADS_DB target for a new, empty thread-service
+ * database. With TG_TEST_DB=pg: a fresh database of the test PostgreSQL
+ * cluster, made by `scripts/pg-test-cluster.sh createdb` (the cluster is
+ * the one $TG_PG_STATE names, started by the ctest fixture); otherwise the
+ * sqlite file threads.db in dir.
+ */
+export async function newThreadsDb(dir) {
+	if (!usesPg()) {
+		return (path.join(dir, 'threads.db'));
+	}
+	const script = path.join(REPO, 'scripts', 'pg-test-cluster.sh');
+	const out = await new Promise((resolve, reject) => {
+		execFile(script, ['createdb'], { timeout: START_TIMEOUT_MS }, (err, stdout, stderr) => {
+			if (err) {
+				reject(new Error(`${script} createdb failed: ${err.message}\n${stderr}`));
+			} else {
+				resolve(stdout.trim());
+			}
+		});
+	});
+	if (!out) {
+		throw new Error(`${script} createdb printed no target`);
+	}
+	return (out);
 }
 
 // ---------------------------------------------------------------------
@@ -360,6 +395,9 @@ export async function httpJson(method, url, { headers = {}, body } = {}) {
  *   opts.authEnv, opts.threadsEnv, opts.gatewayEnv ({}: added last, so they
  *   override the harness's choices), opts.supabaseUrl + opts.serviceKey
  *   (+ opts.anonKey): use that IdP instead of a dev IdP.
+ *   opts.threadsDb: the thread-service's THREADS_DB (default:
+ *   newThreadsDb(), i.e. sqlite in the stack's directory, or a fresh
+ *   PostgreSQL database with TG_TEST_DB=pg).
  * With idp: false and no supabaseUrl, the auth-service gets only authEnv
  * (plus its listen URL): configure the provider there (jwt, static, ...).
  * Resolves once the gateway's GET /ok answers 200. On a start failure every
@@ -371,9 +409,10 @@ export async function httpJson(method, url, { headers = {}, body } = {}) {
 export async function startStack(opts = {}) {
 	const o = {
 		idp: true, idpEnv: {}, authEnv: {}, threadsEnv: {}, gatewayEnv: {},
-		supabaseUrl: null, serviceKey: null, anonKey: null, ...opts,
+		supabaseUrl: null, serviceKey: null, anonKey: null, threadsDb: null, ...opts,
 	};
 	const dir = await tmpDir('tg-e2e-');
+	const threadsDb = o.threadsDb ?? await newThreadsDb(dir);
 	const stack = {
 		dir,
 		procs: {},
@@ -396,7 +435,7 @@ export async function startStack(opts = {}) {
 	} : null;
 	stack.specs.threads = {
 		args: [],
-		env: { THREAD_SERVICE_URL: stack.threadsUrl, THREADS_DB: path.join(dir, 'threads.db'),
+		env: { THREAD_SERVICE_URL: stack.threadsUrl, THREADS_DB: threadsDb,
 			...o.threadsEnv },
 	};
 	stack.specs.auth = {
