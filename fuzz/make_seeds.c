@@ -19,7 +19,6 @@
 #include "proto/auth.pb-c.h"
 #include "proto/rpc.pb-c.h"
 #include "proto/threads.pb-c.h"
-#include "proto/threads.pb-c.h"
 
 #define FUZZ_SECRET "threadgate-fuzz-secret-0123456789abcdef"
 
