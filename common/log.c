@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: MIT
 //
 // Logging to stderr in JSON lines or readable text (see log.h). Each line
-// is built in a stack buffer and written with a single write(2), so
-// concurrent threads never interleave within a line. The per-thread
-// request context (rid, traceparent) is a pair of thread-local borrowed
-// pointers: setting and reading it costs nothing on the hot path.
+// is built in a stack buffer. After cm_log_init() info and debug lines go
+// into one process-wide buffer that a writer thread writes out, many
+// lines per write(2), at most LOG_FLUSH_MS after the first of them: a busy
+// gateway's access lines then cost a memcpy each instead of a system call
+// and a wake-up of whatever reads the pipe. Warnings and errors are
+// written at once (after what is buffered, so the order holds), and so is
+// everything before cm_log_init() and at exit. Lines of concurrent threads
+// never interleave. The per-thread request context (rid, traceparent) is
+// a pair of thread-local borrowed pointers: setting and reading it costs
+// nothing on the hot path.
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +31,133 @@ static cm_log_format log_fmt = CM_LOG_JSON;
 static _Thread_local const char *ctx_rid;
 static _Thread_local const char *ctx_tp;
 
+// The buffer of lines not written yet: its size bounds the memory logs
+// hold (a burst beyond it is written at once by the logging thread), and
+// LOG_FLUSH_MS bounds how late a line shows up.
+#define LOG_BUF_CAP  (256 * 1024)
+#define LOG_FLUSH_MS 10
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	char           *buf;
+	size_t          len;
+	int             on; // buffering: cm_log_init() started the writer
+} pending = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
+
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 // Text format: upper case, padded to one width so messages line up.
 static const char *const level_text[] = { "DEBUG", "INFO ", "WARN ", "ERROR" };
+
+static void
+write_all(const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(STDERR_FILENO, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return; // stderr gone: nothing else to tell it to
+		}
+		p += w;
+		n -= (size_t) w;
+	}
+}
+
+// The writer: sleeps until a line lands in an empty buffer, lets more
+// follow for LOG_FLUSH_MS, writes them all. Idle, it never wakes.
+static void *
+writer_main(void *arg)
+{
+	(void) arg;
+	pthread_mutex_lock(&pending.mu);
+	for (;;) {
+		struct timespec ts;
+
+		while (pending.len == 0) {
+			pthread_cond_wait(&pending.cv, &pending.mu);
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += LOG_FLUSH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		// Only the deadline ends this wait; appenders never signal
+		// while the buffer is not empty.
+		while (pthread_cond_timedwait(&pending.cv, &pending.mu, &ts) == 0) {
+		}
+		write_all(pending.buf, pending.len);
+		pending.len = 0;
+	}
+	return (NULL);
+}
+
+void
+cm_log_flush(void)
+{
+	pthread_mutex_lock(&pending.mu);
+	write_all(pending.buf, pending.len);
+	pending.len = 0;
+	pthread_mutex_unlock(&pending.mu);
+}
+
+static void
+at_exit_flush(void)
+{
+	cm_log_flush();
+}
+
+// start_writer starts the writer thread with every signal blocked (the
+// services take SIGTERM with sigwait in main; no signal may land here).
+static void
+start_writer(void)
+{
+	pthread_t th;
+	sigset_t  all;
+	sigset_t  old;
+
+	if (pending.on) {
+		return;
+	}
+	pending.buf = malloc(LOG_BUF_CAP);
+	if (pending.buf == NULL) {
+		return; // unbuffered, then
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (pthread_create(&th, NULL, writer_main, NULL) == 0) {
+		pthread_detach(th);
+		pending.on = 1;
+		atexit(at_exit_flush);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+// emit writes one finished line: buffered (info, debug) or at once.
+static void
+emit(cm_log_level lvl, const char *line, size_t n)
+{
+	if (!pending.on) {
+		write_all(line, n);
+		return;
+	}
+	pthread_mutex_lock(&pending.mu);
+	if (lvl >= CM_LOG_WARN || pending.len + n > LOG_BUF_CAP) {
+		write_all(pending.buf, pending.len);
+		pending.len = 0;
+		write_all(line, n);
+	} else {
+		memcpy(pending.buf + pending.len, line, n);
+		if (pending.len == 0) {
+			pthread_cond_signal(&pending.cv);
+		}
+		pending.len += n;
+	}
+	pthread_mutex_unlock(&pending.mu);
+}
 
 void
 cm_log_init(const char *svc, cm_log_level min_level)
@@ -36,6 +169,7 @@ cm_log_init(const char *svc, cm_log_level min_level)
 	}
 	log_min = min_level;
 	log_fmt = cm_log_format_from_env();
+	start_writer();
 	if (f != NULL && f[0] != '\0' && strcasecmp(f, "json") != 0 &&
 	    strcasecmp(f, "text") != 0) {
 		cm_warn(NULL, "LOG_FORMAT=%s is not json or text; using %s", f,
@@ -465,7 +599,7 @@ vlog(cm_log_level lvl, const char *rid, const cm_log_field *fields, size_t n,
 		line[l.pos++] = '}';
 	}
 	line[l.pos++] = '\n';
-	(void) !write(STDERR_FILENO, line, l.pos);
+	emit(lvl, line, l.pos);
 }
 
 void

@@ -15,9 +15,12 @@
 // trace_id/span_id appear while the calling thread has a traceparent in its
 // log context (cm_log_ctx_set()). The message is formatted with printf
 // rules and escaped (JSON escapes; in text, control bytes become \n, \t,
-// \xNN, so every event stays on one line). Lines are written with one
-// write(2), so lines of concurrent threads never interleave. Lines longer
-// than CM_LOG_LINE_MAX are truncated. Never log tokens, passwords or keys.
+// \xNN, so every event stays on one line). Lines of concurrent threads
+// never interleave. After cm_log_init(), info and debug lines are
+// buffered and written in batches at most 10 ms after they were logged
+// (warnings and errors at once, in order, and everything at exit): see
+// log.c. Lines longer than CM_LOG_LINE_MAX are truncated. Never log
+// tokens, passwords or keys.
 #ifndef CM_LOG_H
 #define CM_LOG_H
 
@@ -50,6 +53,12 @@ typedef enum cm_log_format {
  * from main() before any thread starts.
  */
 void cm_log_init(const char *svc, cm_log_level min_level);
+
+/**
+ * cm_log_flush() writes every buffered line now (e.g. before a process
+ * hands its stderr to someone else). Thread-safe.
+ */
+void cm_log_flush(void);
 
 /** cm_log_service() is the service name given to cm_log_init(). */
 const char *cm_log_service(void);

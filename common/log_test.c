@@ -4,7 +4,9 @@
 // fixed keys, fields and trace ids; the text line has its shape and keeps
 // one event on one line), the per-thread context, the level filter, a
 // message far over CM_LOG_LINE_MAX still giving valid JSON, LOG_FORMAT
-// parsing, and the W3C traceparent validator.
+// parsing, the W3C traceparent validator, and buffered output (info lines
+// batched and written within the flush interval, warnings at once and in
+// order).
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,6 +50,7 @@ captured(void)
 	char  *buf = cm_xcalloc(1, 65536);
 	size_t n;
 
+	cm_log_flush();
 	fflush(stderr);
 	dup2(saved_stderr, STDERR_FILENO);
 	close(saved_stderr);
@@ -260,6 +263,54 @@ test_traceparent(void **state)
 	assert_int_equal(cm_traceparent_parse(NULL, out), CM_EINVAL);
 }
 
+// file_text returns what path holds now (new string), without ending the
+// capture.
+static char *
+file_text(void)
+{
+	FILE  *f   = fopen(path, "r");
+	char  *buf = cm_xcalloc(1, 65536);
+	size_t n;
+
+	assert_non_null(f);
+	n      = fread(buf, 1, 65535, f);
+	buf[n] = '\0';
+	fclose(f);
+	return (buf);
+}
+
+static void
+test_buffered(void **state)
+{
+	char *t;
+
+	(void) state;
+	capture();
+	cm_log_init("log_test", CM_LOG_INFO);
+	cm_info(NULL, "first-info");
+	// A warning goes out at once, after the lines before it.
+	cm_warn(NULL, "then-warn");
+	t = file_text();
+	assert_non_null(strstr(t, "first-info"));
+	assert_non_null(strstr(t, "then-warn"));
+	assert_true(strstr(t, "first-info") < strstr(t, "then-warn"));
+	free(t);
+	// An info line alone is written by the writer within its interval.
+	cm_info(NULL, "later-info");
+	for (int i = 0; i < 500; i++) {
+		t = file_text();
+		if (strstr(t, "later-info") != NULL) {
+			break;
+		}
+		free(t);
+		t = NULL;
+		usleep(2000);
+	}
+	assert_non_null(t);
+	free(t);
+	free(captured());
+}
+
 int
 main(void)
 {
@@ -269,6 +320,7 @@ main(void)
 		cmocka_unit_test(test_long_message_stays_json),
 		cmocka_unit_test(test_format_env),
 		cmocka_unit_test(test_traceparent),
+		cmocka_unit_test(test_buffered),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

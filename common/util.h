@@ -54,7 +54,11 @@ void cm_uuid7(char out[CM_UUID_LEN + 1]);
  */
 cm_err cm_uuid_parse(const char *s, size_t len, char out[CM_UUID_LEN + 1]);
 
-/** cm_request_id() writes 32 random hex chars + NUL. */
+/**
+ * cm_request_id() writes a new request id: 32 hex chars + NUL, unique per
+ * process thread (a random per-thread prefix and a scrambled counter; no
+ * system call after a thread's first id). Not a secret. Thread-safe.
+ */
 void cm_request_id(char out[CM_RID_LEN + 1]);
 
 /**

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 //
 // Unit tests for util.c: UUIDs, timestamps, number and env parsing.
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -171,6 +172,50 @@ test_default_ipc_url(void **state)
 	free(base);
 }
 
+static int
+cmp_rid(const void *a, const void *b)
+{
+	return (strcmp((const char *) a, (const char *) b));
+}
+
+static void *
+rid_other_thread(void *arg)
+{
+	cm_request_id(arg);
+	return (NULL);
+}
+
+// Request ids: 32 lower-case hex, accepted by cm_request_id_ok, never the
+// same twice in a thread, and with another prefix in another thread.
+static void
+test_request_ids(void **state)
+{
+	enum { N = 20000 };
+	char(*ids)[CM_RID_LEN + 1] = calloc(N, CM_RID_LEN + 1);
+	char      other[CM_RID_LEN + 1];
+	pthread_t th;
+
+	(void) state;
+	for (int i = 0; i < N; i++) {
+		cm_request_id(ids[i]);
+		assert_int_equal(strlen(ids[i]), CM_RID_LEN);
+		assert_int_equal(
+		    strspn(ids[i], "0123456789abcdef"), CM_RID_LEN);
+		assert_true(cm_request_id_ok(ids[i]));
+	}
+	qsort(ids, N, CM_RID_LEN + 1, cmp_rid);
+	for (int i = 1; i < N; i++) {
+		assert_string_not_equal(ids[i - 1], ids[i]);
+	}
+	assert_int_equal(
+	    pthread_create(&th, NULL, rid_other_thread, other), 0);
+	pthread_join(th, NULL);
+	// Every id of this thread shares its 16-hex prefix; not the other's.
+	assert_int_equal(strncmp(ids[0], ids[N - 1], 16), 0);
+	assert_int_not_equal(strncmp(other, ids[0], 16), 0);
+	free(ids);
+}
+
 int
 main(void)
 {
@@ -182,6 +227,7 @@ main(void)
 		cmocka_unit_test(test_parse_i64),
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_default_ipc_url),
+		cmocka_unit_test(test_request_ids),
 	};
 	return (cmocka_run_group_tests(tests, NULL, NULL));
 }

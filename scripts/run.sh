@@ -126,7 +126,9 @@ start() {
 	local name=$1
 	shift
 	# stdout+stderr: to the terminal with a prefix, and to .data/logs/.
-	"$@" > >(exec tee -a "$data/logs/$name.log" | exec sed -u "s/^/[$name] /") 2>&1 &
+	# tee and sed read the pipe in blocks (sed -u would read it one byte
+	# per system call); stdbuf -oL has sed write each line at once.
+	"$@" > >(exec tee -a "$data/logs/$name.log" | exec stdbuf -oL sed "s/^/[$name] /") 2>&1 &
 	names+=("$name")
 	pids+=("$!")
 }

@@ -478,7 +478,8 @@ describe('auth-service Health in jwt mode', () => {
 			});
 			assert.match(down.stdout, /^not serving: no signing keys yet/m);
 			await until('keys to answer serving', async () => (await check('keys')).code === 0);
-			assert.match(keys.log(), /jwt: loaded \d+ signing key/);
+			// Info lines reach the log within the writer's interval.
+			await until('the key load in the log', async () => /jwt: loaded \d+ signing key/.test(keys.log()));
 		} finally {
 			await noKeys.stop();
 			await keys.stop();
