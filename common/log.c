@@ -43,7 +43,8 @@ static struct {
 	char           *buf;
 	size_t          len;
 	int             on; // buffering: cm_log_init() started the writer
-} pending = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
+} pending = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0,
+	0 };
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 // Text format: upper case, padded to one width so messages line up.
@@ -87,7 +88,8 @@ writer_main(void *arg)
 		}
 		// Only the deadline ends this wait; appenders never signal
 		// while the buffer is not empty.
-		while (pthread_cond_timedwait(&pending.cv, &pending.mu, &ts) == 0) {
+		while (pthread_cond_timedwait(&pending.cv, &pending.mu, &ts) ==
+		    0) {
 		}
 		write_all(pending.buf, pending.len);
 		pending.len = 0;
