@@ -110,6 +110,10 @@ typedef struct auth_result {
 	char    scopes[AUTH_SCOPES_MAX];      // space-separated permissions
 	char    session_id[AUTH_SESSION_MAX]; // "" when none
 	int64_t expires_at;                   // Unix s; 0 when unknown
+	// Unix s until which the result cache keeps this answer (never past
+	// expires_at or a hybrid confirmation); 0 when it is not cached.
+	// What a caller may reuse the answer for (Identity.reuse_ms).
+	int64_t cached_until;
 } auth_result;
 
 /**

@@ -246,7 +246,8 @@ entry_to_result(const entry *e, auth_result *out)
 	memcpy(out->scopes, p, e->scopes_len);
 	p += e->scopes_len + 1;
 	memcpy(out->session_id, p, e->session_len);
-	out->expires_at = e->result_exp;
+	out->expires_at   = e->result_exp;
+	out->cached_until = e->expires_s;
 }
 
 static size_t
@@ -505,6 +506,8 @@ auth_cache_finish(auth_cache *c, auth_flight *f, cm_err rv,
 	f->rv   = (rv == CM_OK && r == NULL) ? CM_EINTERNAL : rv;
 	if (f->rv == CM_OK) {
 		f->result = *r;
+		f->result.cached_until =
+		    (s->cap > 0 && expires_at_s > now_s) ? expires_at_s : 0;
 		put_locked(c, s, f->key, r, now_s, expires_at_s);
 	}
 	pthread_cond_broadcast(&f->cv);

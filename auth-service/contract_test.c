@@ -689,6 +689,8 @@ test_dev_idp(void **state)
 	assert_string_equal(id->email, "alice@example.test");
 	assert_string_equal(id->provider, "supabase");
 	assert_true(id->expires_at > cm_now_ms() / 1000);
+	// Nothing cached (AUTH_CACHE_TTL=0): nothing to reuse.
+	assert_int_equal(id->reuse_ms, 0);
 	protobuf_c_message_free_unpacked(&id->base, NULL);
 
 	// Garbage token -> UNAUTHENTICATED (dev IdP says 403 bad_jwt).
@@ -734,8 +736,20 @@ test_dev_idp_cache_and_single_flight(void **state)
 
 	before = idp_user_requests(d.port);
 	assert_true(before >= 0);
-	assert_int_equal(authn(&s, tok, NULL), CM_OK);
-	assert_int_equal(authn(&s, tok, NULL), CM_OK); // cached
+	{
+		Threadgate__Auth__V1__Identity *a = NULL, *b = NULL;
+
+		assert_int_equal(authn(&s, tok, &a), CM_OK);
+		assert_int_equal(authn(&s, tok, &b), CM_OK); // cached
+		// Reusable for as long as the cache keeps it: at most the
+		// TTL, and less on the second answer (the same entry).
+		assert_true(a->reuse_ms > 0 && a->reuse_ms <= 60 * 1000);
+		assert_true(b->reuse_ms > 0 && b->reuse_ms <= a->reuse_ms);
+		assert_true(
+		    cm_now_ms() + b->reuse_ms <= (a->expires_at + 1) * 1000);
+		protobuf_c_message_free_unpacked(&a->base, NULL);
+		protobuf_c_message_free_unpacked(&b->base, NULL);
+	}
 	after = idp_user_requests(d.port);
 	assert_int_equal(after - before, 1);
 	st = stats(&s);

@@ -342,6 +342,10 @@ auth_authenticate(auth_server *srv, auth_worker *w, const char *const *authz,
 		}
 		auth_cache_finish(srv->cache, flight, rv,
 		    rv == CM_OK ? &res : NULL, fin_s, exp);
+		res.cached_until =
+		    (rv == CM_OK && srv->cfg->cache_max > 0 && exp > fin_s)
+		    ? exp
+		    : 0;
 	}
 
 out:
@@ -455,6 +459,15 @@ auth_rpc_authenticate(Threadgate__Auth__V1__AuthService_Service *service,
 	id.display_name     = res.identity;
 	id.expires_at       = res.expires_at;
 	id.provider         = (char *) srv->provider->name;
+	// The caller may reuse this answer only as long as we would: until
+	// our cache entry ends (never past the token's exp or, in hybrid
+	// mode, its next IdP confirmation). A sign-out then takes effect for
+	// every reuser within AUTH_CACHE_TTL, as it does here.
+	if (res.cached_until > 0) {
+		int64_t left = res.cached_until * 1000 - cm_now_ms();
+
+		id.reuse_ms = left > 0 ? left : 0;
+	}
 	closure(&id, closure_data);
 }
 
