@@ -41,7 +41,9 @@
 // CM_EUNAVAIL. Every attempt shares the call's one deadline, which is
 // also in the envelope: a stopped replica that wakes up after it does not
 // run the request. At most RPC_MAX_ATTEMPTS attempts, each on a replica
-// not tried before.
+// not tried before when there is one, else on a connected one tried
+// before (not the one that just failed): a read bounced off a slow replica
+// whose next replica then dies goes back to the slow one rather than fail.
 #include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
@@ -125,9 +127,9 @@ struct rpc_op {
 	int            idempotent;
 	uint64_t       affinity;
 	uint64_t       pin;                     // probes: only this replica id
-	uint64_t       tried[RPC_MAX_ATTEMPTS]; // replica ids
-	int            ntried;
-	int            abandon; // ABANDON_*, under c->mu
+	uint64_t       tried[RPC_MAX_ATTEMPTS]; // replica of each attempt
+	int            ntried;                  // attempts so far
+	int            abandon;                 // ABANDON_*, under c->mu
 	// Completion: typed (desc + typed_done) or raw.
 	const ProtobufCMessageDescriptor *desc;
 	cm_rpc_done_fn                    typed_done;
@@ -528,9 +530,25 @@ tried(const rpc_op *op, const rpc_replica *r)
 	return (0);
 }
 
-// The replica for op's next attempt, or NULL. Under c->mu.
+// Whether r may take op's next attempt: not tried yet, or, when revisit,
+// connected and not the replica of the attempt that just failed.
+static int
+usable(const rpc_op *op, const rpc_replica *r, int revisit)
+{
+	if (r->removed) {
+		return (0);
+	}
+	if (!revisit) {
+		return (!tried(op, r));
+	}
+	return (connected(r) && op->ntried > 0 &&
+	    op->tried[op->ntried - 1] != r->id);
+}
+
+// The replica for op's next attempt, or NULL; see usable() for revisit.
+// Under c->mu.
 static rpc_replica *
-choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
+choose(cm_rpc_client *c, const rpc_op *op, int64_t now, int revisit)
 {
 	rpc_replica *best  = NULL;
 	int          btier = 3;
@@ -552,7 +570,7 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
 		rpc_replica *r = c->reps[i];
 		int          t;
 
-		if (r->removed || tried(op, r)) {
+		if (!usable(op, r, revisit)) {
 			continue;
 		}
 		t = tier(r, now);
@@ -575,7 +593,7 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
 			rpc_replica *r = c->reps[i];
 			uint64_t     score;
 
-			if (r->removed || tried(op, r) || tier(r, now) != 0 ||
+			if (!usable(op, r, revisit) || tier(r, now) != 0 ||
 			    r->inflight >= cap) {
 				continue;
 			}
@@ -595,7 +613,7 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
 		rpc_replica *r =
 		    c->reps[(start + (unsigned) i) % (unsigned) n];
 
-		if (r->removed || tried(op, r) || tier(r, now) != btier) {
+		if (!usable(op, r, revisit) || tier(r, now) != btier) {
 			continue;
 		}
 		if (best == NULL || r->inflight < best->inflight) {
@@ -610,9 +628,16 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now)
 static rpc_slot *
 attempt_prepare(cm_rpc_client *c, rpc_op *op, int64_t now)
 {
-	rpc_replica *r = choose(c, op, now);
+	rpc_replica *r;
 	rpc_slot    *s;
 
+	if (op->ntried >= RPC_MAX_ATTEMPTS) {
+		return (NULL);
+	}
+	r = choose(c, op, now, 0);
+	if (r == NULL && op->ntried > 0) {
+		r = choose(c, op, now, 1);
+	}
 	if (r == NULL || (s = slot_take(r)) == NULL) {
 		return (NULL);
 	}
@@ -621,14 +646,12 @@ attempt_prepare(cm_rpc_client *c, rpc_op *op, int64_t now)
 		r->last_progress = now;
 	}
 	r->sent++;
-	s->op       = op;
-	s->recv     = 0;
-	s->t0       = now;
-	s->epoch    = atomic_load(&r->epoch);
-	op->abandon = ABANDON_NONE;
-	if (op->ntried < RPC_MAX_ATTEMPTS) {
-		op->tried[op->ntried++] = r->id;
-	}
+	s->op                   = op;
+	s->recv                 = 0;
+	s->t0                   = now;
+	s->epoch                = atomic_load(&r->epoch);
+	op->abandon             = ABANDON_NONE;
+	op->tried[op->ntried++] = r->id;
 	return (s);
 }
 

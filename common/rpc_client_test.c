@@ -10,7 +10,9 @@
 // when a replica leaves, a stalled replica (re-sendable calls re-sent
 // within the deadline, others not), a replica dying mid-call, a replica
 // that is down, DNS names re-resolved into a changing set, and a replica
-// answering Health NOT_SERVING (avoided; the set still counts as healthy).
+// answering Health NOT_SERVING (avoided; the set still counts as healthy),
+// a lone slow replica (its calls wait), and a read bounced off a slow
+// replica whose next replica dies (it goes back to the slow one).
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,7 +46,9 @@
 // R_DOWN answers every call, but NOT_SERVING to Health (a replica whose
 // database is unreachable). R_SLOW answers everything, Health included,
 // after SLOW_MS (a CPU-starved process).
-typedef enum { R_ANSWER, R_SILENT, R_HOLD, R_DOWN, R_SLOW } rmode;
+// R_HOLDCALLS answers Health at once but holds every other call (a
+// replica that looks healthy, until the test kills it).
+typedef enum { R_ANSWER, R_SILENT, R_HOLD, R_DOWN, R_SLOW, R_HOLDCALLS } rmode;
 #define SLOW_MS 600
 
 typedef struct responder responder;
@@ -123,7 +127,9 @@ rctx_cb(void *arg)
 	} else {
 		atomic_fetch_add(&r->calls, 1);
 	}
-	if (r->mode == R_HOLD) {
+	if (r->mode == R_HOLD ||
+	    (r->mode == R_HOLDCALLS &&
+	        (req == NULL || strcmp(req->method, "Health") != 0))) {
 		threadgate__rpc__v1__request__free_unpacked(req, NULL);
 		x->held = msg;
 		return;
@@ -965,6 +971,40 @@ test_single_slow(void **state)
 	responder_stop(a);
 }
 
+static void
+test_bounce_back(void **state)
+{
+	responder         *a = responder_start("127.0.0.1", 0, 1, R_HOLDCALLS);
+	responder         *b = responder_start("127.0.0.1", 0, 2, R_SLOW);
+	cm_rpc_client_opts copts = { .stall_ms = 100 };
+	bg_batch           g;
+	pthread_t          th;
+	calls_arg          ca;
+
+	(void) state;
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(
+	    cm_rpc_client_open_opts(urls2(a->port, b->port), &copts, &g.c),
+	    CM_OK);
+	assert_true(wait_for(all_connected, g.c));
+	// b misses its probe window while a answers its own: b counts as
+	// stalled and its reads move to a, which holds them all...
+	g.o = (cm_rpc_call_opts) { .timeout_ms = 5000, .idempotent = 1 };
+	g.n = 10;
+	assert_int_equal(pthread_create(&th, NULL, bg_main, &g), 0);
+	ca.r = a;
+	ca.n = 10;
+	assert_true(wait_for(has_calls, &ca));
+	// ... and dies with them. Those that came from b go back to b (tried
+	// before, but connected): every read succeeds, late.
+	responder_stop(a);
+	pthread_join(th, NULL);
+	assert_int_equal(g.b.ok, 10);
+	assert_int_equal(g.b.tags[2], 10);
+	cm_rpc_client_close(g.c);
+	responder_stop(b);
+}
+
 int
 main(void)
 {
@@ -979,6 +1019,7 @@ main(void)
 		cmocka_unit_test(test_dns),
 		cmocka_unit_test(test_not_serving),
 		cmocka_unit_test(test_single_slow),
+		cmocka_unit_test(test_bounce_back),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));

@@ -85,6 +85,29 @@ binary(const char *rel)
 	return (cm_xstrdup(buf));
 }
 
+// Prints the lines of text at level warn or error (the access lines at
+// info would bury them), then the last 2000 bytes.
+static void
+print_log(const char *name, const char *t)
+{
+	const char *p = t;
+	size_t      n = strlen(t);
+
+	fprintf(stderr, "---- %s: warnings and errors ----\n", name);
+	while (p != NULL && *p != '\0') {
+		const char *eol = strchr(p, '\n');
+		size_t      len = eol != NULL ? (size_t) (eol - p) : strlen(p);
+
+		if (memmem(p, len, "\"level\":\"warn\"", 14) != NULL ||
+		    memmem(p, len, "\"level\":\"error\"", 15) != NULL) {
+			fprintf(stderr, "%.*s\n", (int) len, p);
+		}
+		p = eol != NULL ? eol + 1 : NULL;
+	}
+	fprintf(stderr, "---- %s: tail ----\n%s\n", name,
+	    n > 2000 ? t + n - 2000 : t);
+}
+
 static void
 dump_logs(void)
 {
@@ -93,15 +116,10 @@ dump_logs(void)
 		"gw1.log" };
 
 	for (size_t i = 0; i < sizeof(logs) / sizeof(logs[0]); i++) {
-		char  *p = path_in(logs[i]);
-		char  *t = tg_read_file(p);
-		size_t n = t != NULL ? strlen(t) : 0;
+		char *p = path_in(logs[i]);
+		char *t = tg_read_file(p);
 
-		// The tail is what matters.
-		fprintf(stderr, "---- %s ----\n%s\n", logs[i],
-		    t == NULL      ? ""
-		        : n > 4000 ? t + n - 4000
-		                   : t);
+		print_log(logs[i], t != NULL ? t : "");
 		free(t);
 		free(p);
 	}
