@@ -16,9 +16,10 @@ JOBS       ?= 2
 CMAKE_TYPE ?= RelWithDebInfo
 # make fuzz: seconds per fuzz target.
 FUZZ_SECONDS ?= 60
-# Tests run under ThreadSanitizer (make tsan, make test): the rpc layer,
-# every service's contract test, and the gateway's threaded HTTP layer.
-TSAN_TESTS ?= common\.rpc_test|contract_test|dev-idp\.http_test|gateway\.e2e_test
+# Tests run under ThreadSanitizer (make tsan, make test): the rpc layer
+# (server and replica-set client), every service's contract test, and the
+# gateway's threaded HTTP layer.
+TSAN_TESTS ?= common\.rpc_test|common\.rpc_client_test|contract_test|dev-idp\.http_test|gateway\.e2e_test
 
 # cmake --build runs make again; keep the output readable.
 MAKEFLAGS += --no-print-directory

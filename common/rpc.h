@@ -22,9 +22,15 @@
 // deadlines are answered with an error Response by this module; handlers
 // never see them.
 //
-// Client: one REQ socket dialled non-blocking (start order does not
-// matter), a pool of nng contexts, a deadline on every send and receive.
-// The async call runs entirely in nng callbacks and never blocks a thread.
+// Client (rpc_client.c): a replica set. The URL list names one or more
+// servers of the same service (comma-separated nng URLs; a tcp:// host
+// name stands for every address it resolves to, re-resolved every few
+// seconds). The client keeps one REQ socket per replica, dialled
+// non-blocking (start order does not matter), chooses the replica of each
+// call itself (least loaded, or by affinity key), notices replicas that
+// stop answering, and re-sends a call to another replica when that is
+// safe (see cm_rpc_call_opts). Every call carries one deadline; the async
+// call runs entirely in nng callbacks and never blocks a thread.
 //
 // Observability, the same for every service without touching its
 // service descriptor:
@@ -235,51 +241,190 @@ cm_rpc_call_of(void *closure_data)
 }
 
 // ---------------------------------------------------------------------
-// Client
+// Client (rpc_client.c)
 // ---------------------------------------------------------------------
+
+// Longest URL of one list entry or replica, in bytes (with the NUL).
+#define CM_RPC_URL_MAX 256
+// Longest URL list accepted, in bytes (with the NUL): 16 entries of
+// ordinary length.
+#define CM_RPC_URLS_MAX 4096
+// Most entries in one URL list: a replica set is named by a few URLs or
+// one DNS name; more is a configuration mistake.
+#define CM_RPC_MAX_ENTRIES 16
+// Most replicas one client keeps (list entries plus every address their
+// names resolve to). Each costs a socket and a connection; a DNS answer
+// beyond this is cut (and logged).
+#define CM_RPC_MAX_REPLICAS 64
+// Longest numeric address text a resolver hands back (INET6_ADDRSTRLEN).
+#define CM_RPC_ADDR_MAX 46
+// Default stall time, ms. The client probes every replica with a Health
+// call every CM_RPC_HEALTH_INTERVAL_MS, and at once when one with calls
+// outstanding has answered nothing for this long. A probe not answered
+// within this long marks the replica stalled (stopped, hung, partitioned):
+// it gets no new calls while another replica is healthy, and its
+// re-sendable calls go to another replica. A replica answering NOT_SERVING
+// is avoided the same way. Well above a healthy replica's p99 (a few ms),
+// well under the gateway's deadlines (3 s auth, 5 s threads).
+#define CM_RPC_STALL_MS 250
+// Default time between DNS re-resolutions of host names, ms: a pod added
+// to or removed from a Kubernetes headless Service is dialled or dropped
+// within this.
+#define CM_RPC_RESOLVE_MS 5000
 
 typedef struct cm_rpc_client cm_rpc_client;
 
 /**
- * cm_rpc_client_open() opens a REQ socket and dials url non-blocking
- * (reconnecting in the background, 100 ms .. 2 s backoff). Resend is
- * disabled (our deadlines bound every call instead). Returns CM_OK and
- * *out, CM_EINVAL for a malformed URL. Thread-safe to use afterwards.
+ * cm_rpc_resolve_fn resolves host for the client (a test seam; the default
+ * is getaddrinfo()). family is AF_UNSPEC, AF_INET or AF_INET6. It writes
+ * up to max numeric addresses ("10.0.0.5", "fd00::5") into out and returns
+ * how many (0 is a valid answer: no address now), or -1 when the name
+ * could not be resolved at all (the client then keeps what it had).
+ * Called from the client's resolver thread (and once from
+ * cm_rpc_client_open_opts()); may block.
  */
-cm_err cm_rpc_client_open(const char *url, cm_rpc_client **out);
+typedef int (*cm_rpc_resolve_fn)(void *arg, const char *host, int family,
+    char out[][CM_RPC_ADDR_MAX], int max);
+
+/** cm_rpc_client_opts tunes a client; zero fields take the defaults. */
+typedef struct cm_rpc_client_opts {
+	int               stall_ms;   // CM_RPC_STALL_MS
+	int               resolve_ms; // CM_RPC_RESOLVE_MS
+	cm_rpc_resolve_fn resolve;    // NULL: getaddrinfo()
+	void             *resolve_arg;
+} cm_rpc_client_opts;
 
 /**
- * cm_rpc_client_close() closes the socket and frees the client. Calls in
- * flight complete first with CM_EUNAVAIL. NULL is allowed.
+ * cm_rpc_client_open() opens a client for the replica set named by urls:
+ * one or more nng URLs separated by commas (spaces around them ignored),
+ * e.g. "tcp://10.0.0.5:7001, tcp://10.0.0.6:7001" or
+ * "ipc:///run/threadgate/auth.sock". In a tcp://, tcp4:// or tcp6:// URL a
+ * host that is a name, not an address, stands for every address it
+ * resolves to (tcp4/tcp6: only that family), each a replica, re-resolved
+ * every CM_RPC_RESOLVE_MS: addresses that appear are dialled, addresses
+ * that disappear are dropped once their calls are done (a Kubernetes
+ * headless Service). Other URLs (ipc://, inproc://, numeric tcp) are one
+ * replica each. Each replica gets its own REQ socket, dialled
+ * non-blocking and reconnected in the background (100 ms .. 2 s backoff);
+ * nng's resend is disabled (our deadlines bound every call instead).
+ * Returns CM_OK and *out; CM_EINVAL for an empty or malformed list (an
+ * entry without "scheme://", a tcp URL without a port, too many or too
+ * long entries, a URL nng refuses to dial). A name that does not resolve
+ * yet is not an error: it is retried in the background and calls fail
+ * with CM_EUNAVAIL meanwhile. Thread-safe to use afterwards.
+ */
+cm_err cm_rpc_client_open(const char *urls, cm_rpc_client **out);
+
+/**
+ * cm_rpc_client_open_opts() is cm_rpc_client_open() with opts (NULL
+ * allowed: the defaults).
+ */
+cm_err cm_rpc_client_open_opts(
+    const char *urls, const cm_rpc_client_opts *opts, cm_rpc_client **out);
+
+/**
+ * cm_rpc_client_close() stops the client's threads, completes the calls
+ * in flight with CM_EUNAVAIL, closes every socket and frees the client.
+ * NULL is allowed. Never call it from a done callback.
  */
 void cm_rpc_client_close(cm_rpc_client *c);
 
 /**
- * cm_rpc_done_fn is called exactly once per cm_rpc_call_async(), on an nng
+ * cm_rpc_key() folds len bytes of data into the affinity key seed (0 to
+ * start) and returns the new key, never 0. Chain it over several fields.
+ * The same bytes give the same key in every process, so every gateway
+ * sends a given token to the same auth-service replica. Not a
+ * cryptographic digest: it only places calls. Thread-safe.
+ */
+uint64_t cm_rpc_key(uint64_t seed, const void *data, size_t len);
+
+/**
+ * cm_rpc_call_opts says how one call is made.
+ *
+ * idempotent: may the request be sent again after it may already have
+ * reached a replica? A call is always re-sent to another replica (within
+ * its deadline) when it surely did not reach one (no connection took it).
+ * After it may have reached one - the connection dropped mid-call (the
+ * replica died), the replica stalled, or it answered CM_EUNAVAIL (its
+ * database down, overloaded, stopping) - it is re-sent only when
+ * idempotent is 1; otherwise it fails with CM_EUNAVAIL, and the caller
+ * cannot know whether it was applied. Set it only for calls whose second
+ * execution changes nothing the first did not (reads; creates with an id
+ * chosen by the caller and if-exists = return the existing one).
+ *
+ * affinity: 0, or a key from cm_rpc_key(): calls with the same key go to
+ * the same replica while it is healthy and not overloaded (rendezvous
+ * hashing over the healthy replicas: when one leaves, only its keys move),
+ * so a per-replica cache keeps hitting. 0 = the least loaded replica.
+ */
+typedef struct cm_rpc_call_opts {
+	const char *request_id;  // NULL = none; at most CM_RID_MAX bytes
+	const char *traceparent; // NULL or "" = none; a value validated
+	                         // with cm_traceparent_parse()
+	int      timeout_ms;     // the whole call, every attempt; > 0
+	int      idempotent;     // see above
+	uint64_t affinity;       // see above
+} cm_rpc_call_opts;
+
+/**
+ * cm_rpc_done_fn is called exactly once per started call, on an nng
  * thread. status is CM_OK or the error: the server's Status, CM_ETIMEDOUT
- * when a connected peer did not answer before the deadline, CM_EUNAVAIL
- * when no peer could be reached (nothing took the request in time),
- * CM_EINTERNAL for an undecodable reply. detail is a borrowed NUL-terminated
- * text, valid only during the call. reply is a new message (free it with
- * protobuf_c_message_free_unpacked(reply, NULL)) when status is CM_OK,
- * else NULL. The callback must not block; it may start another call.
+ * when the deadline passed with the request at a replica, CM_EUNAVAIL when
+ * no replica could be reached, or the call could not be completed and was
+ * not safe to re-send, CM_EINTERNAL for an undecodable reply. detail is a
+ * borrowed NUL-terminated text, valid only during the call. reply is a new
+ * message (free it with protobuf_c_message_free_unpacked(reply, NULL))
+ * when status is CM_OK, else NULL. The callback must not block; it may
+ * start another call.
  */
 typedef void (*cm_rpc_done_fn)(
     void *arg, cm_err status, const char *detail, ProtobufCMessage *reply);
 
 /**
- * cm_rpc_call_async() sends method(req) and returns at once; done runs
- * later exactly once (possibly before this returns). timeout_ms bounds the
- * whole call (send + receive) and is written into the envelope's deadline.
- * reply_desc is the output descriptor the reply payload is unpacked with.
- * Returns CM_OK when done will run; otherwise (CM_EINVAL for a bad method
- * name or request id, CM_EINTERNAL when a message cannot be allocated)
- * done will not run.
+ * cm_rpc_call_start() sends method(req) as o says and returns at once;
+ * done runs later exactly once (possibly before this returns).
+ * o->timeout_ms bounds the whole call, re-sends included, and its end is
+ * written into the envelope's deadline (a replica that gets the request
+ * after it does not run it). reply_desc is the output descriptor the
+ * reply payload is unpacked with. Returns CM_OK when done will run;
+ * otherwise done will not run: CM_EINVAL for a bad method name, request
+ * id or timeout; CM_EUNAVAIL when the client knows no replica (a name
+ * not resolved yet) or is closing; CM_EINTERNAL when a message cannot be
+ * allocated.
+ */
+cm_err cm_rpc_call_start(cm_rpc_client *c, const char *method,
+    const cm_rpc_call_opts *o, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *reply_desc, cm_rpc_done_fn done,
+    void *arg);
+
+/**
+ * cm_rpc_call_async() is cm_rpc_call_start() with request_id and
+ * timeout_ms, not idempotent, no affinity.
  */
 cm_err cm_rpc_call_async(cm_rpc_client *c, const char *method,
     const char *request_id, int timeout_ms, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *reply_desc, cm_rpc_done_fn done,
     void *arg);
+
+/** One replica as cm_rpc_client_stats() reports it. */
+typedef struct cm_rpc_replica_stat {
+	char     url[CM_RPC_URL_MAX]; // what is dialled
+	int      connected;           // a connection is up
+	int      stalled;             // avoided: not answering, or failing
+	int      serving;             // its last Health answer
+	int      in_flight;           // calls at it now
+	uint64_t sent;                // attempts sent to it
+	uint64_t answered;            // replies received from it
+	uint64_t resent;              // calls re-sent elsewhere from it
+} cm_rpc_replica_stat;
+
+/**
+ * cm_rpc_client_stats() writes up to max replicas (in no particular order)
+ * into out and returns how many the client has now (may exceed max).
+ * Thread-safe; for tests, logs and metrics.
+ */
+size_t cm_rpc_client_stats(
+    cm_rpc_client *c, cm_rpc_replica_stat *out, size_t max);
 
 /**
  * cm_rpc_call_async_traced() is cm_rpc_call_async() that also sends
@@ -319,12 +464,14 @@ cm_err cm_rpc_call_raw_sync(cm_rpc_client *c, const char *method,
 // ---------------------------------------------------------------------
 
 /**
- * cm_rpc_health() asks the server behind c whether it is serving, waiting
- * at most timeout_ms (blocking: never on an nng callback or HTTP thread).
- * Returns CM_OK when it answered SERVING; CM_EUNAVAIL when it answered
- * NOT_SERVING/UNKNOWN (detail: its reason) or could not be reached;
- * CM_ETIMEDOUT when a connected server did not answer in time; CM_EINTERNAL
- * for an undecodable answer. detail (may be NULL) always gets a reason.
+ * cm_rpc_health() asks the replicas behind c, one after the other
+ * (connected ones first), whether they are serving, until one says yes,
+ * waiting at most timeout_ms in all (blocking: never on an nng callback or
+ * HTTP thread). Returns CM_OK when one answered SERVING; CM_EUNAVAIL when
+ * none did and at least one answered NOT_SERVING/UNKNOWN (detail: its
+ * reason), or none could be reached; CM_ETIMEDOUT when a connected
+ * replica did not answer in time; CM_EINTERNAL for an undecodable answer.
+ * detail (may be NULL) always gets a reason.
  */
 cm_err cm_rpc_health(cm_rpc_client *c, const char *request_id, int timeout_ms,
     char *detail, size_t detail_len);

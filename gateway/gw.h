@@ -897,6 +897,22 @@ void gw_conn_resume(gw_conn *c);
  */
 void gw_upstream_start(gw_job *job);
 
+/**
+ * gw_upstream_idempotent() says whether req's thread-service call may be
+ * re-sent to another replica after it may already have reached one (the
+ * per-route table in upstream.c). For a create without a thread_id it
+ * first picks the id (a new UUIDv7 in req->thread_id) and asks for
+ * if_exists=do_nothing, which makes the create idempotent. Call it once
+ * per request, after gw_request_build() succeeded and before sending.
+ */
+int gw_upstream_idempotent(gw_request *req);
+
+/**
+ * gw_auth_affinity() is the replica affinity key of job's Authenticate
+ * call: cm_rpc_key() over its Authorization values (0 when it has none).
+ */
+uint64_t gw_auth_affinity(const gw_job *job);
+
 // ---------------------------------------------------------------------
 // ops.c: readiness, metrics, access line
 // ---------------------------------------------------------------------
@@ -984,13 +1000,14 @@ void gw_ops_meta_response(gw_server *srv, gw_route_id id, gw_response *r);
 /**
  * gw_ops_call() is the one way the chain calls an upstream: it sends
  * method(req) to which's client with the step's deadline, the job's rid
- * and traceparent, records the outcome (ok, error, timeout, unavailable)
+ * and traceparent, and how's idempotent and affinity (its other fields
+ * are ignored), records the outcome (ok, error, timeout, unavailable)
  * and latency, then calls done(job, ...). Same contract as
- * cm_rpc_call_async(): CM_OK when done will run.
+ * cm_rpc_call_start(): CM_OK when done will run.
  */
 cm_err gw_ops_call(gw_job *job, gw_upstream which, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
-    cm_rpc_done_fn done);
+    const cm_rpc_call_opts *how, cm_rpc_done_fn done);
 
 /**
  * gw_ops_on_connection() keeps the open-connections gauge: delta is +1

@@ -378,20 +378,23 @@ ops_done(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 cm_err
 gw_ops_call(gw_job *job, gw_upstream which, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
-    cm_rpc_done_fn done)
+    const cm_rpc_call_opts *how, cm_rpc_done_fn done)
 {
-	gw_server     *srv = job->srv;
-	gw_ops        *o   = srv->ops;
-	cm_rpc_client *c   = which == GW_UP_AUTH ? srv->auth : srv->threads;
-	int    timeout_ms  = which == GW_UP_AUTH ? srv->cfg.auth_timeout_ms
-	                                         : srv->cfg.threads_timeout_ms;
-	cm_err rv;
+	gw_server       *srv  = job->srv;
+	gw_ops          *o    = srv->ops;
+	cm_rpc_client   *c    = which == GW_UP_AUTH ? srv->auth : srv->threads;
+	cm_rpc_call_opts opts = *how;
+	cm_err           rv;
 
-	job->up_which = (int) which;
-	job->up_done  = done;
-	job->up_t0_us = mono_us();
-	rv = cm_rpc_call_async_traced(c, method, job->rid, job->traceparent,
-	    timeout_ms, req, reply_desc, ops_done, job);
+	opts.request_id  = job->rid;
+	opts.traceparent = job->traceparent;
+	opts.timeout_ms  = which == GW_UP_AUTH ? srv->cfg.auth_timeout_ms
+	                                       : srv->cfg.threads_timeout_ms;
+	job->up_which    = (int) which;
+	job->up_done     = done;
+	job->up_t0_us    = mono_us();
+	rv               = cm_rpc_call_start(
+	                  c, method, &opts, req, reply_desc, ops_done, job);
 	if (rv != CM_OK) {
 		// done will not run; the job is still ours.
 		up_record(o, (int) which, CM_EUNAVAIL, -1);

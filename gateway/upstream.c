@@ -9,15 +9,114 @@
 //   on_threads         reply -> JSON response (charged to the memory
 //                      budget; 503 when it is exhausted)
 //
-// Every step has a deadline (cm_rpc_call_async's timeout), so each chain
-// ends in exactly one gw_job_done(), which resumes the connection. The
-// owner sent to the thread-service is only ever the identity the
-// auth-service returned; nothing the client sent can set it.
+// Every step has a deadline (the call's timeout), so each chain ends in
+// exactly one gw_job_done(), which resumes the connection. The owner sent
+// to the thread-service is only ever the identity the auth-service
+// returned; nothing the client sent can set it.
+//
+// Both services may run as replica sets (common/rpc_client.c). The
+// Authenticate call carries an affinity key, a digest of the
+// Authorization values, so a token keeps reaching the replica that has it
+// cached. Whether a thread-service call may be re-sent to another replica
+// after it may already have reached one - its replica died mid-call,
+// stalled, or answered "unavailable" - is decided by route_retry[] below,
+// the one table of those rules.
 #include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "gateway/gw.h"
+
+// What the gateway may do with a thread-service call whose replica failed
+// after the request may have reached it (a call that surely reached no
+// replica is always re-sent). Every attempt shares the route's one
+// deadline, which the envelope carries too, so a replica that gets the
+// request late does not run it.
+typedef enum gw_retry {
+	// Not re-sent: the client gets 503 and the write may or may not
+	// have been applied (as with any 503 or timeout). Never applied
+	// twice by us; never answered 2xx unless applied.
+	GW_RETRY_NO = 0,
+	// A read: re-sent to another replica; the client sees no failure.
+	GW_RETRY_READ,
+	// A create: idempotent when the gateway picked the id (no
+	// thread_id in the body) or the body asks if_exists=do_nothing:
+	// then it is sent with if_exists=do_nothing, and a re-sent create
+	// that finds the thread the first attempt made returns it (200), so
+	// exactly one thread exists and the answer is a success. A create
+	// with the client's own thread_id and if_exists=raise is GW_RETRY_NO:
+	// a second attempt could not tell "this request made it" from "it
+	// existed before" (that needs the thread-service to store a per-
+	// request key with the thread).
+	GW_RETRY_CREATE,
+} gw_retry;
+
+// The rules, one row per route with an rpc. Routes not listed (the meta
+// routes) make no thread-service call.
+static const gw_retry route_retry[GW_R_COUNT_] = {
+	[GW_R_THREAD_CREATE] = GW_RETRY_CREATE, // POST /threads
+	[GW_R_THREAD_GET]    = GW_RETRY_READ,   // GET /threads/{id}
+	// PATCH /threads/{id}: a metadata merge re-applied after another
+	// request's merge would undo that one (lost update).
+	[GW_R_THREAD_PATCH] = GW_RETRY_NO,
+	// DELETE /threads/{id}: a second delete answers 404 for a thread
+	// the first deleted, or deletes a thread re-created in between.
+	[GW_R_THREAD_DELETE] = GW_RETRY_NO,
+	[GW_R_THREAD_SEARCH] = GW_RETRY_READ, // POST /threads/search
+	[GW_R_THREAD_COUNT]  = GW_RETRY_READ, // POST /threads/count
+	// POST /threads/{id}/copy: the service picks the new id, so a
+	// second attempt makes a second copy.
+	[GW_R_THREAD_COPY] = GW_RETRY_NO,
+	// POST /threads/prune: keep_latest re-applied trims checkpoints
+	// written in between; the pruned count would be wrong.
+	[GW_R_THREAD_PRUNE]     = GW_RETRY_NO,
+	[GW_R_STATE_GET]        = GW_RETRY_READ, // GET .../state
+	[GW_R_STATE_GET_AT]     = GW_RETRY_READ, // GET .../state/{cid}
+	[GW_R_STATE_CHECKPOINT] = GW_RETRY_READ, // POST .../state/checkpoint
+	// POST .../state: every update stores a new checkpoint.
+	[GW_R_STATE_UPDATE] = GW_RETRY_NO,
+	// PATCH .../state: a merge, as PATCH /threads/{id}.
+	[GW_R_STATE_PATCH]  = GW_RETRY_NO,
+	[GW_R_HISTORY_POST] = GW_RETRY_READ, // POST .../history
+	[GW_R_HISTORY_GET]  = GW_RETRY_READ, // GET .../history
+};
+
+int
+gw_upstream_idempotent(gw_request *req)
+{
+	Threadgate__Threads__V1__CreateThreadRequest *c = &req->u.create;
+
+	switch (route_retry[req->route->id]) {
+	case GW_RETRY_READ:
+		return (1);
+	case GW_RETRY_CREATE:
+		if (c->thread_id == NULL || c->thread_id[0] == '\0') {
+			// The id is ours and unknown to anyone until we
+			// answer: a thread of this owner with this id can
+			// only have been made by this request.
+			cm_uuid7(req->thread_id);
+			c->thread_id = req->thread_id;
+			c->if_exists =
+			    THREADGATE__THREADS__V1__IF_EXISTS__IF_EXISTS_DO_NOTHING;
+		}
+		return (c->if_exists ==
+		    THREADGATE__THREADS__V1__IF_EXISTS__IF_EXISTS_DO_NOTHING);
+	case GW_RETRY_NO:
+	default:
+		return (0);
+	}
+}
+
+uint64_t
+gw_auth_affinity(const gw_job *job)
+{
+	uint64_t key = 0;
+
+	for (int i = 0; i < job->nauth; i++) {
+		key = cm_rpc_key(key, job->auth[i], strlen(job->auth[i]));
+	}
+	return (key);
+}
 
 static void
 fail(gw_job *job, cm_err err, const char *detail)
@@ -77,8 +176,9 @@ on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 static void
 on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 {
-	gw_job                         *job = arg;
-	Threadgate__Auth__V1__Identity *id  = (void *) reply;
+	gw_job                         *job  = arg;
+	Threadgate__Auth__V1__Identity *id   = (void *) reply;
+	cm_rpc_call_opts                opts = { 0 };
 	gw_identity                     who;
 	cm_err                          rv;
 
@@ -119,8 +219,9 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 		return;
 	}
 	*job->req.owner_slot = job->identity;
+	opts.idempotent      = gw_upstream_idempotent(&job->req);
 	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
-	    gw_request_message(&job->req), job->match.route->reply_desc,
+	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
 	    on_threads);
 	if (rv != CM_OK) {
 		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
@@ -132,7 +233,8 @@ gw_upstream_start(gw_job *job)
 {
 	Threadgate__Auth__V1__AuthenticateRequest areq =
 	    THREADGATE__AUTH__V1__AUTHENTICATE_REQUEST__INIT;
-	cm_err rv;
+	cm_rpc_call_opts opts = { 0 };
+	cm_err           rv;
 
 	if (job->auth_bad) {
 		fail(job, CM_EAUTH, "Invalid Authorization header");
@@ -140,8 +242,12 @@ gw_upstream_start(gw_job *job)
 	}
 	areq.n_authorization = (size_t) job->nauth;
 	areq.authorization   = job->auth;
+	// Authenticate only reads (the IdP check is a lookup): safe to
+	// re-send to another replica.
+	opts.idempotent = 1;
+	opts.affinity   = gw_auth_affinity(job);
 	rv = gw_ops_call(job, GW_UP_AUTH, "Authenticate", &areq.base,
-	    &threadgate__auth__v1__identity__descriptor, on_auth);
+	    &threadgate__auth__v1__identity__descriptor, &opts, on_auth);
 	if (rv != CM_OK) {
 		fail(job, CM_EUNAVAIL, NULL);
 	}

@@ -41,8 +41,10 @@ BUILD_PKGS=(build-essential cmake pkg-config libnng-dev libprotobuf-c-dev
 # clang-format (format-check), Debian's clang and its runtime with
 # libFuzzer (scripts/fuzz.sh). The PostgreSQL server runs only in the
 # tests (a throwaway cluster per ctest run, scripts/pg-test-cluster.sh);
-# make run needs none.
-TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev postgresql)
+# make run needs none. iproute2: the multihost test builds network
+# namespaces with `ip`.
+TEST_PKGS=(prometheus clang-format clang-14 libclang-rt-14-dev postgresql
+	iproute2)
 
 want_test=0
 want_bench=0

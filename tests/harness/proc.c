@@ -3,10 +3,12 @@
 // Child-process harness for the C contract and HTTP tests (proc.h).
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -103,6 +105,13 @@ int
 tg_proc_start(const char *const argv[], const char *const env[],
     const char *log_path, tg_proc **out)
 {
+	return (tg_proc_start_ns(NULL, argv, env, log_path, out));
+}
+
+int
+tg_proc_start_ns(const char *ns, const char *const argv[],
+    const char *const env[], const char *log_path, tg_proc **out)
+{
 	char   **cenv = child_env(env);
 	pid_t    pid;
 	tg_proc *p;
@@ -123,6 +132,22 @@ tg_proc_start(const char *const argv[], const char *const env[],
 		int nul = open("/dev/null", O_RDONLY);
 		if (nul >= 0) {
 			dup2(nul, STDIN_FILENO);
+		}
+		if (ns != NULL) {
+			char path[256];
+			int  nfd;
+
+			// Dies with the test (a test killed by its timeout
+			// must not leave services running in its namespaces).
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			snprintf(path, sizeof(path), "/run/netns/%s", ns);
+			nfd = open(path, O_RDONLY | O_CLOEXEC);
+			if (nfd < 0 || setns(nfd, CLONE_NEWNET) != 0) {
+				fprintf(stderr, "setns %s: %s\n", ns,
+				    strerror(errno));
+				_exit(126);
+			}
+			close(nfd);
 		}
 		execve(argv[0], (char *const *) argv, cenv);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));

@@ -34,6 +34,15 @@ int tg_proc_start(const char *const argv[], const char *const env[],
     const char *log_path, tg_proc **out);
 
 /**
+ * tg_proc_start_ns() is tg_proc_start() with the child moved into the
+ * network namespace named ns (/run/netns/<ns>; NULL = the caller's)
+ * before it execs; such a child is also killed (SIGKILL) if the test
+ * process dies first.
+ */
+int tg_proc_start_ns(const char *ns, const char *const argv[],
+    const char *const env[], const char *log_path, tg_proc **out);
+
+/**
  * tg_proc_stop() sends SIGTERM, waits up to 10 s, then SIGKILL; frees p.
  * Returns the exit status as from waitpid (WIFEXITED etc.), or -1 if it
  * had to be killed. NULL allowed (returns 0).
