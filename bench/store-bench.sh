@@ -70,6 +70,15 @@ wait_file() { # path
 	done
 }
 
+wait_ready() { # gateway base URL: until /ready answers 200 (upstreams serving)
+	i=0
+	until curl -sf -o /dev/null "$1/ready"; do
+		i=$((i + 1))
+		[ $i -lt 3000 ] || { echo "timeout waiting for $1/ready" >&2; exit 1; }
+		sleep 0.01
+	done
+}
+
 json_field() { # name: first "name":"value" of stdin
 	sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1
 }
@@ -136,6 +145,9 @@ for backend in $backends; do
 	pids="$pids $!"
 	wait_file "$dir/gw.port"
 	gw="http://127.0.0.1:$(cat "$dir/gw.port")"
+	# The gateway listens before its upstreams may: a loaded machine can
+	# take a while to start the thread-service.
+	wait_ready "$gw"
 
 	# The small user: 11 threads, buckets b0..b10.
 	: >"$dir/small_ids.txt"

@@ -929,6 +929,356 @@ test_owner_lock_order(void **state)
 	store_free(a);
 }
 
+// ---------------------------------------------------------------------
+// Search plans (db_pg.c "Search plans")
+// ---------------------------------------------------------------------
+
+// The window of the plan tests' database handle: step 1 walks at most
+// PLAN_WINDOW rows, step 2 all of an owner's rows up to PLAN_WALK (10
+// windows, PG_WALK_WINDOWS). The owners' sizes sit on both sides of both
+// bounds.
+#define PLAN_WINDOW 4
+#define PLAN_WALK   40
+#define PLAN_BIG    100
+
+// ids_sink collects the ids of a search page.
+typedef struct ids_page {
+	char   ids[PLAN_BIG + 1][CM_UUID_LEN + 1];
+	size_t n;
+} ids_page;
+
+static cm_err
+ids_sink(void *arg, tsvc_thread *t)
+{
+	ids_page *pg = arg;
+
+	assert_true(pg->n < PLAN_BIG + 1);
+	snprintf(pg->ids[pg->n++], CM_UUID_LEN + 1, "%s", t->thread_id);
+	msg_free(t);
+	return (CM_OK);
+}
+
+// all_sink collects whole threads (new references) in order.
+typedef struct all_rows {
+	tsvc_thread *t[PLAN_BIG + 1];
+	size_t       n;
+} all_rows;
+
+static cm_err
+all_sink(void *arg, tsvc_thread *t)
+{
+	all_rows *a = arg;
+
+	assert_true(a->n < PLAN_BIG + 1);
+	a->t[a->n++] = t;
+	return (CM_OK);
+}
+
+static json_t *
+parse_or_null(const char *text)
+{
+	json_t *v = NULL;
+
+	if (text == NULL || text[0] == '\0') {
+		return (NULL);
+	}
+	assert_int_equal(
+	    cm_json_parse(text, strlen(text), 1u << 24, &v, NULL, 0), CM_OK);
+	return (v);
+}
+
+// expect_all is the reference answer without offset and limit: every row
+// of owner in the page's order (an unfiltered search), the filter decided
+// by tsvc_json_contains().
+static void
+expect_all(tsvc_store *st, const char *owner, const tsvc_filter *f,
+    const tsvc_page *page, ids_page *out)
+{
+	tsvc_filter none = { 0 };
+	tsvc_page   all  = *page;
+	all_rows    a    = { 0 };
+	json_t     *mf   = parse_or_null(f->metadata);
+	json_t     *vf   = parse_or_null(f->values);
+
+	all.limit   = PLAN_BIG + 1;
+	all.offset  = 0;
+	none.status = f->status;
+	assert_int_equal(
+	    be->thread_search(st, owner, &none, &all, all_sink, &a), CM_OK);
+	out->n = 0;
+	for (size_t i = 0; i < a.n; i++) {
+		json_t *m = parse_or_null(a.t[i]->metadata_json);
+		json_t *v = parse_or_null(a.t[i]->values_json);
+
+		if ((mf == NULL || tsvc_json_contains(m, mf)) &&
+		    (vf == NULL || (v != NULL && tsvc_json_contains(v, vf)))) {
+			snprintf(out->ids[out->n++], CM_UUID_LEN + 1, "%s",
+			    a.t[i]->thread_id);
+		}
+		json_decref(m);
+		json_decref(v);
+		msg_free(a.t[i]);
+	}
+	json_decref(mf);
+	json_decref(vf);
+}
+
+// plan_owner creates n threads of owner, oldest first: metadata
+// {"i": i, "half": "odd"|"even"} plus "r": true on three old rows
+// (outside a window at either end) and "near": true on the second newest
+// and the second oldest (one in each end's window); values {"v": i % 3}
+// on every other row, set in an order that mixes updated_at.
+static void
+plan_owner(tsvc_store *st, const char *owner, int n, int64_t t0)
+{
+	char ids[PLAN_BIG][CM_UUID_LEN + 1];
+	char meta[128];
+	char vals[32];
+
+	assert_int_equal(be->begin(st, TSVC_TX_WRITE), CM_OK);
+	for (int i = 0; i < n; i++) {
+		int rare = n > 2 * PLAN_WINDOW + 2 &&
+		    (i == 5 || i == n / 2 || i == n - 6);
+		int near = i == 1 || i == n - 2;
+
+		snprintf(meta, sizeof(meta), "{\"i\":%d,\"half\":\"%s\"%s%s}",
+		    i, i % 2 ? "odd" : "even", rare ? ",\"r\":true" : "",
+		    near ? ",\"near\":true" : "");
+		assert_int_equal(
+		    insert(st, owner, meta, t0 + i, 0, ids[i]), CM_OK);
+	}
+	for (int i = n - 1; i >= 0; i -= 2) {
+		snprintf(vals, sizeof(vals), "{\"v\":%d}", i % 3);
+		assert_int_equal(be->thread_set_values(st, owner, ids[i], vals,
+		                     t0 + 1000 + (n - i) % 7),
+		    CM_OK);
+	}
+	assert_int_equal(be->commit(st), CM_OK);
+}
+
+// check_plans compares every page of owner under each filter, order,
+// limit and offset with the reference; returns how many it compared.
+static int
+check_plans(tsvc_store *st, tsvc_store *ref, const char *owner)
+{
+	static const struct {
+		const char *metadata;
+		const char *values;
+		const char *status;
+	} filters[] = {
+		{ "{\"half\":\"odd\"}", NULL, NULL }, // unselective
+		{ "{\"r\":true}", NULL, NULL },       // rare and old
+		{ "{\"near\":true}", NULL, NULL },    // one in each window
+		{ "{\"absent\":1}", NULL, NULL },     // no match
+		{ NULL, "{\"v\":0}", NULL },          // values alone
+		{ "{\"half\":\"even\"}", "{\"v\":1}", NULL },
+		{ "{\"half\":\"odd\"}", NULL, "idle" },
+		{ "{\"r\":true}", NULL, "busy" },
+	};
+	static const int64_t limits[]  = { 1, 2, 3, 11 };
+	static const int64_t offsets[] = { 0, 1, 3, 4, 5, 39, 41, 99 };
+	int                  n         = 0;
+
+	for (size_t fi = 0; fi < sizeof(filters) / sizeof(filters[0]); fi++) {
+		tsvc_filter f = { 0 };
+
+		f.metadata = filters[fi].metadata;
+		f.values   = filters[fi].values;
+		f.status   = filters[fi].status;
+		for (int order = 0; order < 8; order++) {
+			tsvc_page page = { 0 };
+			ids_page  want = { 0 };
+
+			page.sort      = (tsvc_sort) (order / 2);
+			page.ascending = order % 2;
+			expect_all(ref, owner, &f, &page, &want);
+			for (size_t li = 0; li < 4; li++) {
+				for (size_t oi = 0; oi < 8; oi++) {
+					ids_page got = { 0 };
+					size_t   from, to;
+
+					page.limit  = limits[li];
+					page.offset = offsets[oi];
+					from        = (size_t) page.offset;
+					from = from < want.n ? from : want.n;
+					to   = from + (size_t) page.limit;
+					to   = to < want.n ? to : want.n;
+					assert_int_equal(
+					    be->thread_search(st, owner, &f,
+					        &page, ids_sink, &got),
+					    CM_OK);
+					if (got.n != to - from) {
+						fail_msg(
+						    "%s %s/%s order %d limit"
+						    " %lld offset %lld: %zu"
+						    " rows, want %zu",
+						    owner,
+						    f.metadata ? f.metadata
+						               : "-",
+						    f.values ? f.values : "-",
+						    order,
+						    (long long) page.limit,
+						    (long long) page.offset,
+						    got.n, to - from);
+					}
+					for (size_t i = 0; i < got.n; i++) {
+						assert_string_equal(got.ids[i],
+						    want.ids[from + i]);
+					}
+					n++;
+				}
+			}
+		}
+	}
+	return (n);
+}
+
+// gin_scans is how often the metadata GIN index was used, once the
+// thread-service connections of the database are gone (a backend
+// reports its statistics when it exits).
+static int64_t
+gin_scans(void)
+{
+	wait_until("SELECT count(*) FROM pg_stat_activity"
+	           " WHERE application_name = 'threadgate-threads'"
+	           " AND datname = current_database()",
+	    0);
+	return (admin_i64("SELECT idx_scan FROM pg_stat_user_indexes"
+	                  " WHERE indexrelname = 'threads_metadata'"));
+}
+
+// Filtered searches give exactly the reference's pages on every path of
+// "Search plans": owners of up to a window of rows answered by the first
+// window whatever the filter, owners of up to PLAN_WALK rows by the walk
+// of all their rows, bigger ones by the window when it holds the page and
+// by the GIN index (metadata) or the planner's walk (values) when it does
+// not; offsets and limits cross the window's end. Another owner's
+// matching rows (newer than all) never show. The GIN index serves only
+// the bigger owners' rare filters.
+static void
+test_search_plans(void **state)
+{
+	static const int within[] = { 3, PLAN_WINDOW, PLAN_WINDOW + 1,
+		PLAN_WALK };
+	static const int beyond[] = { PLAN_WALK + 1, PLAN_BIG };
+	tsvc_db_options  opt      = tsvc_db_options_default();
+	void            *d        = NULL;
+	char             detail[CM_RPC_DETAIL_MAX];
+	char             owner[32];
+	tsvc_store      *st;
+	tsvc_store      *ref;
+	int64_t          t0 = cm_now_us() - 3600 * INT64_C(1000000);
+	int64_t          g0, g1, g2;
+	int              n = 0;
+
+	(void) state;
+	opt.search_window = PLAN_WINDOW;
+	assert_int_equal(
+	    be->db_open(target, &opt, &d, detail, sizeof(detail)), CM_OK);
+	st = store_new(d);
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(owner, sizeof(owner), "plan-%d", within[i]);
+		plan_owner(st, owner, within[i], t0);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(owner, sizeof(owner), "plan-%d", beyond[i]);
+		plan_owner(st, owner, beyond[i], t0);
+	}
+	// Another owner whose rows match every filter, newer than all.
+	plan_owner(st, "plan-other", PLAN_BIG, t0 + 500);
+	store_free(st);
+	g0 = gin_scans();
+
+	st  = store_new(d);
+	ref = store_new(db);
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(owner, sizeof(owner), "plan-%d", within[i]);
+		n += check_plans(st, ref, owner);
+	}
+	{
+		// A big owner's unselective filter: its window holds the
+		// page.
+		tsvc_filter f    = { 0 };
+		tsvc_page   page = { TSVC_SORT_CREATED_AT, 0, 2, 0 };
+		ids_page    got  = { 0 };
+
+		f.metadata = "{\"half\":\"odd\"}";
+		assert_int_equal(be->thread_search(st, "plan-100", &f, &page,
+		                     ids_sink, &got),
+		    CM_OK);
+		assert_int_equal(got.n, 2);
+	}
+	store_free(st);
+	store_free(ref);
+	g1 = gin_scans();
+	assert_int_equal(g1, g0);
+
+	st  = store_new(d);
+	ref = store_new(db);
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(owner, sizeof(owner), "plan-%d", beyond[i]);
+		n += check_plans(st, ref, owner);
+	}
+	store_free(st);
+	store_free(ref);
+	g2 = gin_scans();
+	assert_true(g2 > g1);
+	be->db_close(d);
+	assert_int_equal(n, 6 * 8 * 8 * 4 * 8);
+}
+
+// A window page whose documents exceed the reply budget is not held: the
+// next step streams the same rows to the sink.
+static void
+test_search_window_budget(void **state)
+{
+	tsvc_db_options opt   = tsvc_db_options_default();
+	const char     *owner = "plan-budget";
+	size_t          big   = TSVC_REPLY_BUDGET / 3 + 1024;
+	char           *vals  = cm_xmalloc(big + 16);
+	char            ids[3][CM_UUID_LEN + 1];
+	void           *d = NULL;
+	char            detail[CM_RPC_DETAIL_MAX];
+	tsvc_store     *st;
+	tsvc_filter     f    = { 0 };
+	tsvc_page       page = { TSVC_SORT_CREATED_AT, 1, 3, 0 };
+	ids_page        got  = { 0 };
+	int64_t         t0   = cm_now_us();
+	int64_t         g0;
+
+	(void) state;
+	opt.search_window = PLAN_WINDOW;
+	assert_int_equal(
+	    be->db_open(target, &opt, &d, detail, sizeof(detail)), CM_OK);
+	st = store_new(d);
+	memcpy(vals, "{\"blob\":\"", 9);
+	memset(vals + 9, 'x', big);
+	memcpy(vals + 9 + big, "\"}", 3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(
+		    insert(st, owner, "{\"k\":1}", t0 + i, 0, ids[i]), CM_OK);
+		assert_int_equal(
+		    be->thread_set_values(st, owner, ids[i], vals, t0 + i),
+		    CM_OK);
+	}
+	free(vals);
+	store_free(st);
+	g0         = gin_scans();
+	st         = store_new(d);
+	f.metadata = "{\"k\":1}";
+	assert_int_equal(
+	    be->thread_search(st, owner, &f, &page, ids_sink, &got), CM_OK);
+	assert_int_equal(got.n, 3);
+	for (int i = 0; i < 3; i++) {
+		assert_string_equal(got.ids[i], ids[i]);
+	}
+	store_free(st);
+	// The window (which held all three rows) gave up; the GIN index
+	// answered.
+	assert_true(gin_scans() > g0);
+	be->db_close(d);
+}
+
 int
 main(void)
 {
@@ -945,6 +1295,9 @@ main(void)
 		cmocka_unit_test_setup(test_usage, skip_without_pg),
 		cmocka_unit_test_setup(test_abandoned_calls, skip_without_pg),
 		cmocka_unit_test_setup(test_owner_lock_order, skip_without_pg),
+		cmocka_unit_test_setup(test_search_plans, skip_without_pg),
+		cmocka_unit_test_setup(
+		    test_search_window_budget, skip_without_pg),
 	};
 	char   detail[CM_RPC_DETAIL_MAX];
 	int    rc;

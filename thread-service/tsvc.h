@@ -178,6 +178,11 @@ typedef struct tsvc_db_options {
 	int statement_timeout_ms;
 	// PostgreSQL: connect timeout of each (re)connection.
 	int connect_timeout_ms;
+	// PostgreSQL: how many of the owner's rows a filtered search walks
+	// in the page's order before it turns to the index (db_pg.c,
+	// "Search plans"); 0 = the default. Results never depend on it;
+	// tests set it small to reach both plans with few rows.
+	int64_t search_window;
 	// Quotas per owner (0 = unlimited), see TSVC_MAX_*_DEFAULT.
 	int64_t max_threads;
 	int64_t max_checkpoints;
