@@ -176,6 +176,8 @@ typedef struct gw_config {
 	int         public_metrics;    // GATEWAY_PUBLIC_METRICS: /metrics here
 	int         ready_interval_ms; // GATEWAY_READY_INTERVAL_MS
 	int         drain_delay_ms;    // GATEWAY_DRAIN_DELAY_MS (main.c)
+	int         auth_cache_ttl_ms; // GATEWAY_AUTH_CACHE_TTL, 0 = off
+	int         auth_cache_max;    // GATEWAY_AUTH_CACHE_MAX, entries
 } gw_config;
 
 // ---------------------------------------------------------------------
@@ -758,6 +760,7 @@ struct gw_server {
 	gw_ratelog     log_timeouts; // header/body/send deadlines that hit
 	gw_ratelog     log_refused;  // connections refused or evicted
 	gw_ops        *ops;          // ops.c state; NULL before gw_ops_start
+	gw_authcache  *acache;       // NULL = GATEWAY_AUTH_CACHE_TTL 0
 };
 
 /**
@@ -812,6 +815,8 @@ typedef struct gw_job {
 	cm_err          verr; // input validation result
 	char            vdetail[GW_DETAIL_MAX];
 	char            identity[GW_IDENTITY_MAX];
+	unsigned char   akey[GW_AUTHCACHE_KEY_LEN]; // identity cache key
+	int             akey_set;                   // akey computed
 	gw_response     resp;
 	// ops.c: the access line and the upstream metrics.
 	char           path[GW_LOG_PATH_MAX]; // request path, no query
@@ -1015,6 +1020,12 @@ cm_err gw_ops_call(gw_job *job, gw_upstream which, const char *method,
  * Any thread.
  */
 void gw_ops_on_connection(gw_server *srv, int delta);
+
+/**
+ * gw_ops_auth_cache() counts a lookup in the gateway's identity cache:
+ * hit 1 when it answered, 0 when the auth-service was asked. Any thread.
+ */
+void gw_ops_auth_cache(gw_server *srv, int hit);
 
 /**
  * gw_ops_health_check_main() is threadgate-gateway --health-check: GET

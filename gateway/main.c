@@ -150,6 +150,12 @@ usage(FILE *f)
 	    "                              before the gateway stops "
 	    "accepting\n"
 	    "                              (0)\n"
+	    "  GATEWAY_AUTH_CACHE_TTL      reuse an identity the "
+	    "auth-service\n"
+	    "                              allows reusing for at most this\n"
+	    "                              many seconds, 0 = off (%d, max "
+	    "%d)\n"
+	    "  GATEWAY_AUTH_CACHE_MAX      identities kept (%d)\n"
 	    "  GATEWAY_PUBLIC_METRICS      1: also serve GET /metrics on the\n"
 	    "                              public port, unauthenticated (0)\n"
 	    "  METRICS_ADDR                host:port of a separate /metrics\n"
@@ -165,7 +171,8 @@ usage(FILE *f)
 	    DEFAULT_MAX_CONNECTIONS, DEFAULT_PER_IP_CONNECTIONS,
 	    DEFAULT_IDLE_TIMEOUT_S, GW_DEFAULT_HEADER_TIMEOUT_S,
 	    GW_DEFAULT_BODY_TIMEOUT_S, GW_DEFAULT_MEMORY_BUDGET_MB,
-	    GW_READY_INTERVAL_DEFAULT_MS);
+	    GW_READY_INTERVAL_DEFAULT_MS, GW_AUTHCACHE_TTL_DEFAULT_S,
+	    GW_AUTHCACHE_TTL_MAX_S, GW_AUTHCACHE_MAX_DEFAULT);
 }
 
 static int
@@ -223,6 +230,7 @@ main(int argc, char **argv)
 	char       threads_def[CM_IPC_URL_MAX];
 	int        max_body;
 	int        budget_mb;
+	int        acache_ttl_s;
 	int        sig;
 	int        c;
 	int        health_check = 0;
@@ -260,12 +268,17 @@ main(int argc, char **argv)
 	        &cfg.ready_interval_ms) != 0 ||
 	    env_int("GATEWAY_DRAIN_DELAY_MS", 0, 0, MAX_DRAIN_DELAY_MS,
 	        &cfg.drain_delay_ms) != 0 ||
+	    env_int("GATEWAY_AUTH_CACHE_TTL", GW_AUTHCACHE_TTL_DEFAULT_S, 0,
+	        GW_AUTHCACHE_TTL_MAX_S, &acache_ttl_s) != 0 ||
+	    env_int("GATEWAY_AUTH_CACHE_MAX", GW_AUTHCACHE_MAX_DEFAULT, 1,
+	        GW_AUTHCACHE_MAX_LIMIT, &cfg.auth_cache_max) != 0 ||
 	    cm_env_bool("GATEWAY_PUBLIC_METRICS", 0, &cfg.public_metrics) !=
 	        CM_OK) {
 		return (EXIT_USAGE);
 	}
-	cfg.max_body      = (size_t) max_body;
-	cfg.memory_budget = (size_t) budget_mb * 1024 * 1024;
+	cfg.max_body          = (size_t) max_body;
+	cfg.auth_cache_ttl_ms = acache_ttl_s * 1000;
+	cfg.memory_budget     = (size_t) budget_mb * 1024 * 1024;
 	mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
 	raise_fd_limit(cfg.max_connections);
 

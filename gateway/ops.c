@@ -107,6 +107,7 @@ struct gw_ops {
 	cm_histogram *up_dur[GW_UP_COUNT_];
 	cm_gauge     *up_serving[GW_UP_COUNT_];
 	cm_gauge     *ready;
+	cm_counter   *acache[2]; // identity cache misses, hits
 };
 
 static int64_t
@@ -239,6 +240,14 @@ metrics_init(gw_ops *o)
 	        "Client connections open on the public port.");
 	o->ready = cm_metrics_gauge(r, "threadgate_gateway_ready",
 	    "1 while GET /ready answers 200, else 0.");
+	o->acache[0] =
+	    cm_metrics_counter(r, "threadgate_gateway_auth_cache_misses_total",
+	        "Authenticated requests that asked the auth-service (the "
+	        "identity cache was off, empty or expired for them).");
+	o->acache[1] =
+	    cm_metrics_counter(r, "threadgate_gateway_auth_cache_hits_total",
+	        "Authenticated requests answered from the gateway's identity "
+	        "cache, without an Authenticate rpc.");
 }
 
 // ---------------------------------------------------------------------
@@ -680,6 +689,14 @@ gw_ops_stop(gw_server *srv)
 	pthread_mutex_destroy(&o->mu);
 	srv->ops = NULL;
 	free(o);
+}
+
+void
+gw_ops_auth_cache(gw_server *srv, int hit)
+{
+	if (srv->ops != NULL) {
+		cm_counter_inc(srv->ops->acache[hit != 0]);
+	}
 }
 
 void

@@ -1274,6 +1274,7 @@ server_free(gw_server *srv)
 	gw_ops_stop(srv);
 	cm_rpc_client_close(srv->auth);
 	cm_rpc_client_close(srv->threads);
+	gw_authcache_free(srv->acache);
 	free(srv);
 }
 
@@ -1309,6 +1310,14 @@ gw_server_start(const gw_config *cfg, gw_server **out)
 		    cm_strerror(rv));
 		rv = CM_EINVAL;
 		goto out;
+	}
+	if (cfg->auth_cache_ttl_ms > 0) {
+		rv = gw_authcache_new(
+		    (size_t) cfg->auth_cache_max, &srv->acache);
+		if (rv != CM_OK) {
+			cm_error(NULL, "identity cache: SHA-256 unavailable");
+			goto out;
+		}
 	}
 	rv = gw_ops_start(srv);
 	if (rv != CM_OK) {

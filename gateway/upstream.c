@@ -3,8 +3,10 @@
 // The async chain behind every authenticated request, run on nng's
 // callback threads while the HTTP connection is suspended:
 //
-//   gw_upstream_start  Authenticate(all Authorization values)  [auth]
-//   on_auth            identity -> input check -> gw_authorize()
+//   gw_upstream_start  the identity cache (authcache.c), else
+//                      Authenticate(all Authorization values)  [auth]
+//   on_auth            identity -> (cache it if the auth-service allows)
+//   authenticated      gw_authorize() -> input check
 //                      -> owner = identity -> thread-service rpc [threads]
 //   on_threads         reply -> JSON response (charged to the memory
 //                      budget; 503 when it is exhausted)
@@ -173,14 +175,85 @@ on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	gw_job_done(job);
 }
 
+// The rest of the chain once the caller is known: authorize, report input
+// errors (only to authenticated callers), then the thread-service rpc with
+// the owner set to who->id, the only place the owner is ever set.
+static void
+authenticated(gw_job *job, const gw_identity *who)
+{
+	cm_rpc_call_opts opts = { 0 };
+	cm_err           rv;
+
+	CM_ASSERT(who->id == job->identity && job->identity[0] != '\0');
+	rv = gw_authorize(who, job->match.route->action,
+	    job->req.thread_id[0] ? job->req.thread_id : NULL);
+	if (rv != CM_OK) {
+		fail(job, rv, NULL);
+		return;
+	}
+	if (job->verr != CM_OK) {
+		fail(job, job->verr, job->vdetail);
+		return;
+	}
+	*job->req.owner_slot = job->identity;
+	opts.idempotent      = gw_upstream_idempotent(&job->req);
+	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
+	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
+	    on_threads);
+	if (rv != CM_OK) {
+		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
+	}
+}
+
+// Keeps an Authenticate answer in the identity cache for as long as the
+// auth-service allows and GATEWAY_AUTH_CACHE_TTL, when it fits: an email
+// or permission list over the cache's limits, or a permission that is
+// empty or holds a space (the cache joins them with spaces), is used for
+// this request only.
+static void
+remember(gw_job *job, const Threadgate__Auth__V1__Identity *id)
+{
+	gw_server            *srv = job->srv;
+	gw_authcache_identity e;
+	size_t                used = 0;
+	int64_t               now, ttl;
+
+	if (srv->acache == NULL || !job->akey_set || id->reuse_ms <= 0) {
+		return;
+	}
+	if (snprintf(e.email, sizeof(e.email), "%s",
+	        id->email != NULL ? id->email : "") >= (int) sizeof(e.email)) {
+		return;
+	}
+	e.perms[0] = '\0';
+	for (size_t i = 0; i < id->n_permissions; i++) {
+		const char *p = id->permissions[i];
+		size_t      n = strlen(p);
+
+		if (n == 0 || strchr(p, ' ') != NULL ||
+		    used + n + 2 > sizeof(e.perms)) {
+			return;
+		}
+		if (used > 0) {
+			e.perms[used++] = ' ';
+		}
+		memcpy(e.perms + used, p, n + 1);
+		used += n;
+	}
+	memcpy(e.identity, job->identity, sizeof(e.identity));
+	now = cm_mono_ms();
+	ttl = id->reuse_ms < srv->cfg.auth_cache_ttl_ms
+	    ? id->reuse_ms
+	    : srv->cfg.auth_cache_ttl_ms;
+	gw_authcache_put(srv->acache, job->akey, &e, now, now + ttl);
+}
+
 static void
 on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 {
-	gw_job                         *job  = arg;
-	Threadgate__Auth__V1__Identity *id   = (void *) reply;
-	cm_rpc_call_opts                opts = { 0 };
+	gw_job                         *job = arg;
+	Threadgate__Auth__V1__Identity *id  = (void *) reply;
 	gw_identity                     who;
-	cm_err                          rv;
 
 	if (st != CM_OK) {
 		if (st != CM_EAUTH) {
@@ -202,30 +275,51 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 		return;
 	}
 	snprintf(job->identity, sizeof(job->identity), "%s", id->identity);
+	remember(job, id);
 	who.id     = job->identity;
 	who.email  = id->email != NULL ? id->email : "";
 	who.perms  = (const char *const *) id->permissions;
 	who.nperms = id->n_permissions;
-	rv         = gw_authorize(&who, job->match.route->action,
-            job->req.thread_id[0] ? job->req.thread_id : NULL);
+	authenticated(job, &who);
 	protobuf_c_message_free_unpacked(reply, NULL);
-	if (rv != CM_OK) {
-		fail(job, rv, NULL);
-		return;
+}
+
+// Answers the caller from the identity cache: 1 when it was there (the
+// chain went on without an Authenticate rpc), else 0.
+static int
+from_cache(gw_job *job)
+{
+	gw_server            *srv = job->srv;
+	gw_authcache_identity e;
+	const char           *perms[GW_AUTHCACHE_PERMS_MAX / 2];
+	gw_identity           who;
+	size_t                n = 0;
+
+	if (srv->acache == NULL) {
+		return (0);
 	}
-	// Input errors are reported only to authenticated callers.
-	if (job->verr != CM_OK) {
-		fail(job, job->verr, job->vdetail);
-		return;
+	gw_authcache_key(srv->acache, (const char *const *) job->auth,
+	    (size_t) job->nauth, NULL, 0, job->akey);
+	job->akey_set = 1;
+	if (!gw_authcache_get(srv->acache, job->akey, cm_mono_ms(), &e)) {
+		gw_ops_auth_cache(srv, 0);
+		return (0);
 	}
-	*job->req.owner_slot = job->identity;
-	opts.idempotent      = gw_upstream_idempotent(&job->req);
-	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
-	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
-	    on_threads);
-	if (rv != CM_OK) {
-		fail(job, rv == CM_EINVAL ? CM_EINTERNAL : rv, NULL);
+	gw_ops_auth_cache(srv, 1);
+	for (char *p = e.perms; *p != '\0';) {
+		perms[n++] = p;
+		p += strcspn(p, " ");
+		if (*p == ' ') {
+			*p++ = '\0';
+		}
 	}
+	memcpy(job->identity, e.identity, sizeof(job->identity));
+	who.id     = job->identity;
+	who.email  = e.email;
+	who.perms  = perms;
+	who.nperms = n;
+	authenticated(job, &who);
+	return (1);
 }
 
 void
@@ -238,6 +332,11 @@ gw_upstream_start(gw_job *job)
 
 	if (job->auth_bad) {
 		fail(job, CM_EAUTH, "Invalid Authorization header");
+		return;
+	}
+	// Without credentials the auth-service refuses (or, in dev mode,
+	// decides): always ask it.
+	if (job->nauth > 0 && from_cache(job)) {
 		return;
 	}
 	areq.n_authorization = (size_t) job->nauth;
