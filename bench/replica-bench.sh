@@ -107,8 +107,10 @@ for a in 1 2 3; do
 	pids="$pids $!"
 	auths="$auths${auths:+,}ipc://$tmp/auth$a.sock"
 done
+# GATEWAY_AUTH_CACHE_TTL=0: every request reaches an auth replica, so the
+# IdP calls per token show the replicas' affinity, not the gateway's cache.
 for g in 1 2; do
-	GATEWAY_PORT=0 GATEWAY_PORT_FILE=$tmp/gw$g.port \
+	GATEWAY_PORT=0 GATEWAY_PORT_FILE=$tmp/gw$g.port GATEWAY_AUTH_CACHE_TTL=0 \
 		AUTH_SERVICE_URL=$auths THREAD_SERVICE_URL="$t1,$t2" \
 		"$bin/gateway/threadgate-gateway" 2>"$tmp/gw$g.log" &
 	pids="$pids $!"

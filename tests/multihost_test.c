@@ -526,8 +526,12 @@ setup(void **state)
 		snprintf(met, sizeof(met), "METRICS_ADDR=%s:%d", addr_of("gw"),
 		    METRICS_PORT);
 		{
+			// Without the gateway's identity cache every
+			// request reaches an auth replica: what this test
+			// is about (failover between auth replicas).
 			const char *env[] = { host, port, met, auth_urls,
 				threads_urls, "GATEWAY_THREADS=2",
+				"GATEWAY_AUTH_CACHE_TTL=0",
 				"GATEWAY_AUTH_TIMEOUT_MS=" UPSTREAM_TIMEOUT_MS,
 				"GATEWAY_THREADS_TIMEOUT_"
 				"MS=" UPSTREAM_TIMEOUT_MS,

@@ -213,11 +213,14 @@ start_gateway(int i)
 	snprintf(env2, sizeof(env2), "THREAD_SERVICE_URL=%s", S.threads_urls);
 	snprintf(env3, sizeof(env3), "GATEWAY_PORT_FILE=%s", pf);
 	const char *argv[] = { bin, NULL };
-	const char *env[]  = { env1, env2, env3, "GATEWAY_PORT=0",
-		 "GATEWAY_HOST=127.0.0.1", "GATEWAY_THREADS=2",
-		 "GATEWAY_AUTH_TIMEOUT_MS=3000",
-		 "GATEWAY_THREADS_TIMEOUT_MS=3000", NULL };
-	rv                 = tg_proc_start(argv, env, log, &S.gw[i]);
+	// GATEWAY_AUTH_CACHE_TTL=0: every request reaches the auth-service,
+	// so the IdP calls per token measure the auth replicas' affinity,
+	// not the gateway's own cache.
+	const char *env[] = { env1, env2, env3, "GATEWAY_PORT=0",
+		"GATEWAY_HOST=127.0.0.1", "GATEWAY_THREADS=2",
+		"GATEWAY_AUTH_CACHE_TTL=0", "GATEWAY_AUTH_TIMEOUT_MS=3000",
+		"GATEWAY_THREADS_TIMEOUT_MS=3000", NULL };
+	rv                = tg_proc_start(argv, env, log, &S.gw[i]);
 	if (rv == 0) {
 		port = tg_wait_port_file(pf, READY_MS);
 		rv   = port > 0 ? 0 : -1;
