@@ -856,7 +856,8 @@ void gw_mem_give(gw_server *srv, size_t n);
 /** Where a request is in its life (gw_job.state). */
 typedef enum gw_job_state {
 	GW_JOB_BODY = 0, // collecting (or discarding) the request body
-	GW_JOB_WAIT,     // the upstream chain is in flight
+	GW_JOB_AUTH,     // upstream chain: Authenticate in flight
+	GW_JOB_THREADS,  // upstream chain: the thread-service call in flight
 	GW_JOB_READY,    // resp is final
 } gw_job_state;
 

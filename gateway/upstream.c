@@ -11,8 +11,12 @@
 //   on_threads         reply -> JSON response (charged to the memory
 //                      budget; 503 when it is exhausted)
 //
-// Every step has a deadline (the call's timeout), so each chain ends in
-// exactly one gw_job_done(), which resumes the connection. The owner sent
+// job->state follows it: GW_JOB_AUTH until the caller is known (from
+// the cache or on_auth), GW_JOB_THREADS while the thread-service call is
+// in flight, GW_JOB_READY once gw_job_done() ran; each step asserts the
+// state it expects. Every step has a deadline (the call's timeout), so
+// each chain ends in exactly one gw_job_done(), which resumes the
+// connection. The owner sent
 // to the thread-service is only ever the identity the auth-service
 // returned; nothing the client sent can set it.
 //
@@ -81,6 +85,7 @@ on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	size_t     charge;
 	cm_err     rv;
 
+	CM_ASSERT(job->state == GW_JOB_THREADS);
 	if (st != CM_OK) {
 		if (st == CM_EINTERNAL || st == CM_ETIMEDOUT ||
 		    st == CM_EUNAVAIL) {
@@ -130,6 +135,7 @@ authenticated(gw_job *job, const gw_identity *who)
 	cm_rpc_call_opts opts = { 0 };
 	cm_err           rv;
 
+	CM_ASSERT(job->state == GW_JOB_AUTH);
 	CM_ASSERT(who->id == job->identity && job->identity[0] != '\0');
 	rv = gw_authorize(who, job->match.route->action,
 	    job->req.thread_id[0] ? job->req.thread_id : NULL);
@@ -143,6 +149,7 @@ authenticated(gw_job *job, const gw_identity *who)
 	}
 	*job->req.owner_slot = job->identity;
 	opts.idempotent      = gw_upstream_idempotent(&job->req);
+	job->state           = GW_JOB_THREADS;
 	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
 	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
 	    on_threads);
@@ -201,6 +208,7 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	Threadgate__Auth__V1__Identity *id  = (void *) reply;
 	gw_identity                     who;
 
+	CM_ASSERT(job->state == GW_JOB_AUTH);
 	if (st != CM_OK) {
 		if (st != CM_EAUTH) {
 			cm_warn(job->rid, "auth-service: %s (%s)",
