@@ -380,7 +380,64 @@ typedef enum gw_route_id {
 	GW_R_COUNT_
 } gw_route_id;
 
-/** One row of the route table. */
+typedef struct gw_request gw_request;
+typedef struct gw_jw      gw_jw;
+
+/**
+ * gw_query_fn returns the value of query parameter name (decoded, NUL-
+ * terminated, borrowed) or NULL. http.c passes one reading the query string
+ * arguments; tests pass their own.
+ */
+typedef const char *(*gw_query_fn)(void *arg, const char *name);
+
+/**
+ * A route's request builder: fills req (route, thread_id, checkpoint_id
+ * and select already set) from the body object b (borrowed; {} for routes
+ * that take no body) and the query. CM_OK, or an error with detail
+ * (d, dl bytes) naming the field. Anything kept from b is copied into req.
+ */
+typedef cm_err (*gw_build_fn)(const json_t *b, gw_query_fn query,
+    void *query_arg, gw_request *req, char *d, size_t dl);
+
+/**
+ * A route's reply renderer: writes the JSON body for reply to w; may add
+ * headers to out, or set out->status to 204 (then w is not used).
+ * CM_EINTERNAL for JSON text from the thread-service that does not parse.
+ */
+typedef cm_err (*gw_render_fn)(const gw_request *req,
+    const ProtobufCMessage *reply, gw_jw *w, gw_response *out);
+
+/**
+ * What the gateway may do with a thread-service call whose replica failed
+ * after the request may have reached it (a call that surely reached no
+ * replica is always re-sent). Every attempt shares the route's one
+ * deadline, which the envelope carries too, so a replica that gets the
+ * request late does not run it. The rule of each route is in the route
+ * table (routes.c), with why.
+ */
+typedef enum gw_retry {
+	// Not re-sent: the client gets 503 and the write may or may not
+	// have been applied (as with any 503 or timeout). Never applied
+	// twice by us; never answered 2xx unless applied.
+	GW_RETRY_NO = 0,
+	// A read: re-sent to another replica; the client sees no failure.
+	GW_RETRY_READ,
+	// A create: idempotent when the gateway picked the id (no
+	// thread_id in the body) or the body asks if_exists=do_nothing:
+	// then it is sent with if_exists=do_nothing, and a re-sent create
+	// that finds the thread the first attempt made returns it (200), so
+	// exactly one thread exists and the answer is a success. A create
+	// with the client's own thread_id and if_exists=raise is not
+	// re-sent: a second attempt could not tell "this request made it"
+	// from "it existed before" (that needs the thread-service to store
+	// a per-request key with the thread).
+	GW_RETRY_CREATE,
+} gw_retry;
+
+/**
+ * One row of the route table: everything about a route. Meta routes
+ * (action GW_ACT_NONE) have no rpc, build or render.
+ */
 typedef struct gw_route {
 	gw_route_id id;
 	const char *method;  // "GET", "POST", "PATCH", "DELETE"
@@ -388,6 +445,10 @@ typedef struct gw_route {
 	gw_action   action;  // GW_ACT_NONE: no authentication
 	const char *rpc;     // thread-service method, NULL for meta routes
 	const ProtobufCMessageDescriptor *reply_desc; // of rpc's output
+	int          body;   // 0: a body sent is ignored (GET, DELETE, copy)
+	gw_build_fn  build;  // body + query -> the rpc's request
+	gw_render_fn render; // the rpc's reply -> HTTP response
+	gw_retry     retry;  // re-send rule after a replica failed
 } gw_route;
 
 typedef enum gw_match_result {
@@ -468,7 +529,7 @@ typedef enum gw_field {
  * gw_request_fini(). owner_slot points at the request's owner field; the
  * upstream step stores the authenticated identity there.
  */
-typedef struct gw_request {
+struct gw_request {
 	const gw_route *route;
 	union {
 		Threadgate__Threads__V1__CreateThreadRequest  create;
@@ -491,14 +552,7 @@ typedef struct gw_request {
 	int      prefer_minimal; // PATCH with Prefer: return=minimal
 	char     thread_id[CM_UUID_LEN + 1];
 	char     checkpoint_id[CM_UUID_LEN + 1];
-} gw_request;
-
-/**
- * gw_query_fn returns the value of query parameter name (decoded, NUL-
- * terminated, borrowed) or NULL. http.c passes one reading the query string
- * arguments; tests pass their own.
- */
-typedef const char *(*gw_query_fn)(void *arg, const char *name);
+};
 
 /**
  * gw_request_build() parses the body (len bytes, need not be NUL-
@@ -558,7 +612,7 @@ char *gw_req_keep(gw_request *req, char *s);
  * gw_jw_key() belongs to that key. err is set (and sticks) when embedded
  * JSON text or a string is invalid; the output is then unusable.
  */
-typedef struct gw_jw {
+struct gw_jw {
 	char         *buf;
 	size_t        len;
 	size_t        cap;
@@ -566,7 +620,7 @@ typedef struct gw_jw {
 	int           after_key;
 	int           err;
 	unsigned char nonempty[GW_JW_DEPTH_MAX];
-} gw_jw;
+};
 
 /** gw_jw_init() empties w; gw_jw_fini() frees its buffer (NULL ok). */
 void gw_jw_init(gw_jw *w);
@@ -611,20 +665,48 @@ cm_err gw_jw_json(gw_jw *w, const char *text, size_t n);
 cm_err gw_jw_field(
     gw_jw *w, const char *key, const char *text, const char *def);
 
-/**
- * gw_state_build() fills req for the state and history routes from the
- * body object b (borrowed) and the query. Same contract as
- * gw_request_build(). (route_state.c)
- */
-cm_err gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
-    gw_request *req, char *detail, size_t detail_len);
-
-/**
- * gw_state_render() writes a state/history reply to w. CM_EINTERNAL for
- * invalid JSON text. (route_state.c)
- */
-cm_err gw_state_render(
-    const gw_request *req, const ProtobufCMessage *reply, gw_jw *w);
+// The routes' builders and renderers (gw_build_fn, gw_render_fn), named
+// in the route table (routes.c).
+// route_threads.c:
+cm_err gw_build_create(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_ref(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_patch(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_search(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_count(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_prune(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_render_thread(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_no_content(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_search(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_count(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_prune(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+// route_state.c:
+cm_err gw_build_state_get(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_state_checkpoint(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_state_update(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_state_patch(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_build_history(
+    const json_t *, gw_query_fn, void *, gw_request *, char *, size_t);
+cm_err gw_render_state(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_checkpoint(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
+cm_err gw_render_history(
+    const gw_request *, const ProtobufCMessage *, gw_jw *, gw_response *);
 
 /** gw_request_fini() frees everything req owns. NULL allowed. */
 void gw_request_fini(gw_request *req);
@@ -774,7 +856,8 @@ void gw_mem_give(gw_server *srv, size_t n);
 /** Where a request is in its life (gw_job.state). */
 typedef enum gw_job_state {
 	GW_JOB_BODY = 0, // collecting (or discarding) the request body
-	GW_JOB_WAIT,     // the upstream chain is in flight
+	GW_JOB_AUTH,     // upstream chain: Authenticate in flight
+	GW_JOB_THREADS,  // upstream chain: the thread-service call in flight
 	GW_JOB_READY,    // resp is final
 } gw_job_state;
 

@@ -219,7 +219,7 @@ gw_job_free(gw_job *job, int sent)
 		return;
 	}
 	gw_ops_request_end(job, sent);
-	CM_ASSERT(job->state != GW_JOB_WAIT);
+	CM_ASSERT(job->state != GW_JOB_AUTH && job->state != GW_JOB_THREADS);
 	for (int i = 0; i < job->nauth && i < GW_AUTH_HEADERS_MAX; i++) {
 		free(job->auth[i]);
 	}
@@ -371,7 +371,7 @@ gw_job_dispatch(gw_job *job)
 		job->state = GW_JOB_READY;
 		return (1);
 	}
-	job->state = GW_JOB_WAIT;
+	job->state = GW_JOB_AUTH;
 	gw_upstream_start(job);
 	return (0);
 }

@@ -106,38 +106,49 @@ gw_state_json(const Threadgate__Threads__V1__StateReply *s,
 }
 
 cm_err
-gw_state_render(const gw_request *req, const ProtobufCMessage *reply, gw_jw *w)
+gw_render_checkpoint(const gw_request *req, const ProtobufCMessage *reply,
+    gw_jw *w, gw_response *r)
 {
-	switch (req->route->id) {
-	case GW_R_STATE_UPDATE: {
-		const Threadgate__Threads__V1__Checkpoint *c =
-		    (const Threadgate__Threads__V1__Checkpoint *) reply;
-		gw_jw_obj(w);
-		gw_jw_key(w, "checkpoint");
-		gw_checkpoint_ref_json(
-		    w, c->thread_id, c->checkpoint_ns, c->checkpoint_id);
-		gw_jw_obj_end(w);
-		return (w->err ? CM_EINTERNAL : CM_OK);
-	}
-	case GW_R_HISTORY_GET:
-	case GW_R_HISTORY_POST: {
-		const Threadgate__Threads__V1__HistoryReply *h =
-		    (const Threadgate__Threads__V1__HistoryReply *) reply;
-		gw_jw_arr(w);
-		for (size_t i = 0; i < h->n_checkpoints; i++) {
-			if (gw_checkpoint_state_json(h->checkpoints[i], w) !=
-			    CM_OK) {
-				return (CM_EINTERNAL);
-			}
+	const Threadgate__Threads__V1__Checkpoint *c =
+	    (const Threadgate__Threads__V1__Checkpoint *) reply;
+
+	(void) req;
+	(void) r;
+	gw_jw_obj(w);
+	gw_jw_key(w, "checkpoint");
+	gw_checkpoint_ref_json(
+	    w, c->thread_id, c->checkpoint_ns, c->checkpoint_id);
+	gw_jw_obj_end(w);
+	return (w->err ? CM_EINTERNAL : CM_OK);
+}
+
+cm_err
+gw_render_history(const gw_request *req, const ProtobufCMessage *reply,
+    gw_jw *w, gw_response *r)
+{
+	const Threadgate__Threads__V1__HistoryReply *h =
+	    (const Threadgate__Threads__V1__HistoryReply *) reply;
+
+	(void) req;
+	(void) r;
+	gw_jw_arr(w);
+	for (size_t i = 0; i < h->n_checkpoints; i++) {
+		if (gw_checkpoint_state_json(h->checkpoints[i], w) != CM_OK) {
+			return (CM_EINTERNAL);
 		}
-		gw_jw_arr_end(w);
-		return (CM_OK);
 	}
-	default:
-		return (gw_state_json(
-		    (const Threadgate__Threads__V1__StateReply *) reply,
-		    req->thread_id, w));
-	}
+	gw_jw_arr_end(w);
+	return (CM_OK);
+}
+
+cm_err
+gw_render_state(const gw_request *req, const ProtobufCMessage *reply, gw_jw *w,
+    gw_response *r)
+{
+	(void) r;
+	return (
+	    gw_state_json((const Threadgate__Threads__V1__StateReply *) reply,
+	        req->thread_id, w));
 }
 
 // checkpoint_id_of() reads a checkpoint id given as a string, as
@@ -200,9 +211,9 @@ checkpoint_id_of(const char *key, const json_t *v, gw_request *req,
 	return (CM_OK);
 }
 
-static cm_err
-build_history(const json_t *b, gw_query_fn query, void *qarg, gw_request *req,
-    char *d, size_t dl)
+cm_err
+gw_build_history(const json_t *b, gw_query_fn query, void *qarg,
+    gw_request *req, char *d, size_t dl)
 {
 	Threadgate__Threads__V1__GetHistoryRequest *h  = &req->u.history;
 	const char                                 *t  = NULL;
@@ -265,105 +276,123 @@ build_history(const json_t *b, gw_query_fn query, void *qarg, gw_request *req,
 	return (CM_OK);
 }
 
+// GET .../state and .../state/{cid}: the checkpoint id is the path's.
 cm_err
-gw_state_build(const json_t *b, gw_query_fn query, void *query_arg,
+gw_build_state_get(const json_t *b, gw_query_fn query, void *query_arg,
     gw_request *req, char *d, size_t dl)
 {
-	const char *t  = NULL;
-	const char *ns = "";
-	cm_err      rv;
+	Threadgate__Threads__V1__GetStateRequest *s = &req->u.state;
 
-	switch (req->route->id) {
-	case GW_R_STATE_GET:
-	case GW_R_STATE_GET_AT:
-	case GW_R_STATE_CHECKPOINT: {
-		Threadgate__Threads__V1__GetStateRequest *s = &req->u.state;
-		*s = (Threadgate__Threads__V1__GetStateRequest)
-		    THREADGATE__THREADS__V1__GET_STATE_REQUEST__INIT;
-		req->owner_slot  = &s->owner;
-		s->thread_id     = req->thread_id;
-		s->checkpoint_id = req->checkpoint_id;
-		if (req->route->id == GW_R_STATE_CHECKPOINT) {
-			rv = checkpoint_id_of("checkpoint",
-			    json_object_get(b, "checkpoint"), req, &t, &ns, d,
-			    dl);
-			if (rv != CM_OK) {
-				return (rv);
-			}
-			s->checkpoint_id = (char *) t;
-			s->checkpoint_ns = (char *) ns;
-		}
-		return (CM_OK);
+	(void) b;
+	(void) query;
+	(void) query_arg;
+	(void) d;
+	(void) dl;
+	*s = (Threadgate__Threads__V1__GetStateRequest)
+	    THREADGATE__THREADS__V1__GET_STATE_REQUEST__INIT;
+	req->owner_slot  = &s->owner;
+	s->thread_id     = req->thread_id;
+	s->checkpoint_id = req->checkpoint_id;
+	return (CM_OK);
+}
+
+// POST .../state/checkpoint: the checkpoint is in the body.
+cm_err
+gw_build_state_checkpoint(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
+{
+	Threadgate__Threads__V1__GetStateRequest *s  = &req->u.state;
+	const char                               *t  = NULL;
+	const char                               *ns = "";
+	cm_err                                    rv;
+
+	(void) gw_build_state_get(b, query, query_arg, req, d, dl);
+	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
+	    req, &t, &ns, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
 	}
-	case GW_R_STATE_UPDATE: {
-		Threadgate__Threads__V1__UpdateStateRequest *u =
-		    &req->u.update_state;
-		const json_t *v = json_object_get(b, "values");
-		const char   *cid;
-		*u = (Threadgate__Threads__V1__UpdateStateRequest)
-		    THREADGATE__THREADS__V1__UPDATE_STATE_REQUEST__INIT;
-		req->owner_slot = &u->owner;
-		u->thread_id    = req->thread_id;
-		if (v == NULL) {
-			u->values_json = "null";
-		} else if (json_is_object(v) || json_is_array(v) ||
-		    json_is_null(v)) {
-			u->values_json = gw_req_keep(req, cm_json_dump(v));
-		} else {
-			snprintf(
-			    d, dl, "values must be an object, a list or null");
-			return (CM_EINVAL);
-		}
-		rv = gw_body_string("as_node", b, GW_SHORT_STR_MAX, &t, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		u->as_node = (char *) (t != NULL ? t : "");
-		rv = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		rv = checkpoint_id_of("checkpoint",
-		    json_object_get(b, "checkpoint"), req, &t, &ns, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		u->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
-		u->checkpoint_ns = (char *) ns;
-		// as_node points into b, which the caller frees: keep a copy.
-		u->as_node = gw_req_keep(req, cm_xstrdup(u->as_node));
-		return (CM_OK);
+	s->checkpoint_id = (char *) t;
+	s->checkpoint_ns = (char *) ns;
+	return (CM_OK);
+}
+
+cm_err
+gw_build_state_update(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
+{
+	Threadgate__Threads__V1__UpdateStateRequest *u = &req->u.update_state;
+	const json_t *v  = json_object_get(b, "values");
+	const char   *t  = NULL;
+	const char   *ns = "";
+	const char   *cid;
+	cm_err        rv;
+
+	(void) query;
+	(void) query_arg;
+	*u = (Threadgate__Threads__V1__UpdateStateRequest)
+	    THREADGATE__THREADS__V1__UPDATE_STATE_REQUEST__INIT;
+	req->owner_slot = &u->owner;
+	u->thread_id    = req->thread_id;
+	if (v == NULL) {
+		u->values_json = "null";
+	} else if (json_is_object(v) || json_is_array(v) || json_is_null(v)) {
+		u->values_json = gw_req_keep(req, cm_json_dump(v));
+	} else {
+		snprintf(d, dl, "values must be an object, a list or null");
+		return (CM_EINVAL);
 	}
-	case GW_R_STATE_PATCH: {
-		Threadgate__Threads__V1__PatchStateRequest *p =
-		    &req->u.patch_state;
-		const char *cid;
-		*p = (Threadgate__Threads__V1__PatchStateRequest)
-		    THREADGATE__THREADS__V1__PATCH_STATE_REQUEST__INIT;
-		req->owner_slot = &p->owner;
-		p->thread_id    = req->thread_id;
-		rv = gw_body_object("metadata", b, &t, req, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		p->metadata_json = (char *) t;
-		rv = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		rv = checkpoint_id_of("checkpoint",
-		    json_object_get(b, "checkpoint"), req, &t, &ns, d, dl);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-		p->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
-		return (CM_OK);
+	rv = gw_body_string("as_node", b, GW_SHORT_STR_MAX, &t, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
 	}
-	case GW_R_HISTORY_GET:
-	case GW_R_HISTORY_POST:
-		return (build_history(b, query, query_arg, req, d, dl));
-	default:
-		snprintf(d, dl, "not a state route");
-		return (CM_EINTERNAL);
+	u->as_node = (char *) (t != NULL ? t : "");
+	rv         = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
 	}
+	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
+	    req, &t, &ns, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	u->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
+	u->checkpoint_ns = (char *) ns;
+	// as_node points into b, which the caller frees: keep a copy.
+	u->as_node = gw_req_keep(req, cm_xstrdup(u->as_node));
+	return (CM_OK);
+}
+
+cm_err
+gw_build_state_patch(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
+{
+	Threadgate__Threads__V1__PatchStateRequest *p  = &req->u.patch_state;
+	const char                                 *t  = NULL;
+	const char                                 *ns = "";
+	const char                                 *cid;
+	cm_err                                      rv;
+
+	(void) query;
+	(void) query_arg;
+	*p = (Threadgate__Threads__V1__PatchStateRequest)
+	    THREADGATE__THREADS__V1__PATCH_STATE_REQUEST__INIT;
+	req->owner_slot = &p->owner;
+	p->thread_id    = req->thread_id;
+	rv              = gw_body_object("metadata", b, &t, req, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	p->metadata_json = (char *) t;
+	rv               = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
+	    req, &t, &ns, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	p->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
+	return (CM_OK);
 }

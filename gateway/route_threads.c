@@ -323,9 +323,12 @@ gw_select_parse(
 // Building requests
 // ---------------------------------------------------------------------
 
-static cm_err
-build_create(const json_t *b, gw_request *req, char *d, size_t dl)
+cm_err
+gw_build_create(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) query;
+	(void) query_arg;
 	Threadgate__Threads__V1__CreateThreadRequest *c      = &req->u.create;
 	const char                                   *s      = NULL;
 	const char                                   *ttl_st = "";
@@ -379,9 +382,12 @@ build_create(const json_t *b, gw_request *req, char *d, size_t dl)
 	return (CM_OK);
 }
 
-static cm_err
-build_patch(const json_t *b, gw_request *req, char *d, size_t dl)
+cm_err
+gw_build_patch(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) query;
+	(void) query_arg;
 	Threadgate__Threads__V1__UpdateThreadRequest *u      = &req->u.update;
 	const char                                   *s      = NULL;
 	const char                                   *ttl_st = "";
@@ -406,9 +412,12 @@ build_patch(const json_t *b, gw_request *req, char *d, size_t dl)
 	return (CM_OK);
 }
 
-static cm_err
-build_search(const json_t *b, gw_request *req, char *d, size_t dl)
+cm_err
+gw_build_search(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) query;
+	(void) query_arg;
 	Threadgate__Threads__V1__SearchThreadsRequest *s = &req->u.search;
 	const char                                    *t = NULL;
 	int64_t                                        n = 0;
@@ -492,9 +501,12 @@ build_search(const json_t *b, gw_request *req, char *d, size_t dl)
 	return (CM_OK);
 }
 
-static cm_err
-build_count(const json_t *b, gw_request *req, char *d, size_t dl)
+cm_err
+gw_build_count(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) query;
+	(void) query_arg;
 	Threadgate__Threads__V1__CountThreadsRequest *c = &req->u.count;
 	const char                                   *t = NULL;
 	cm_err                                        rv;
@@ -520,9 +532,12 @@ build_count(const json_t *b, gw_request *req, char *d, size_t dl)
 	return (CM_OK);
 }
 
-static cm_err
-build_prune(const json_t *b, gw_request *req, char *d, size_t dl)
+cm_err
+gw_build_prune(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) query;
+	(void) query_arg;
 	Threadgate__Threads__V1__PruneThreadsRequest *p = &req->u.prune;
 	const char                                   *t = NULL;
 	cm_err                                        rv;
@@ -550,13 +565,20 @@ build_prune(const json_t *b, gw_request *req, char *d, size_t dl)
 	return (CM_OK);
 }
 
-static void
-build_ref(gw_request *req)
+cm_err
+gw_build_ref(const json_t *b, gw_query_fn query, void *query_arg,
+    gw_request *req, char *d, size_t dl)
 {
+	(void) b;
+	(void) query;
+	(void) query_arg;
+	(void) d;
+	(void) dl;
 	req->u.ref = (Threadgate__Threads__V1__ThreadRef)
 	    THREADGATE__THREADS__V1__THREAD_REF__INIT;
 	req->owner_slot      = &req->u.ref.owner;
 	req->u.ref.thread_id = req->thread_id;
+	return (CM_OK);
 }
 
 cm_err
@@ -575,17 +597,8 @@ gw_request_build(const gw_match *m, const char *body, size_t len,
 	    m->checkpoint_id);
 
 	// Routes without a body ignore whatever was sent (copy sends none).
-	switch (m->route->id) {
-	case GW_R_THREAD_GET:
-	case GW_R_THREAD_DELETE:
-	case GW_R_THREAD_COPY:
-	case GW_R_STATE_GET:
-	case GW_R_STATE_GET_AT:
-	case GW_R_HISTORY_GET:
+	if (!m->route->body) {
 		len = 0;
-		break;
-	default:
-		break;
 	}
 	// An empty (or all-whitespace) body is {}.
 	for (i = 0; i < len; i++) {
@@ -616,44 +629,10 @@ gw_request_build(const gw_match *m, const char *body, size_t len,
 		goto out;
 	}
 
-	switch (m->route->id) {
-	case GW_R_THREAD_CREATE:
-		rv = build_create(b, req, detail, detail_len);
-		break;
-	case GW_R_THREAD_GET:
-	case GW_R_THREAD_DELETE:
-	case GW_R_THREAD_COPY:
-		build_ref(req);
-		rv = CM_OK;
-		break;
-	case GW_R_THREAD_PATCH:
-		rv = build_patch(b, req, detail, detail_len);
-		break;
-	case GW_R_THREAD_SEARCH:
-		rv = build_search(b, req, detail, detail_len);
-		break;
-	case GW_R_THREAD_COUNT:
-		rv = build_count(b, req, detail, detail_len);
-		break;
-	case GW_R_THREAD_PRUNE:
-		rv = build_prune(b, req, detail, detail_len);
-		break;
-	case GW_R_STATE_GET:
-	case GW_R_STATE_GET_AT:
-	case GW_R_STATE_CHECKPOINT:
-	case GW_R_STATE_UPDATE:
-	case GW_R_STATE_PATCH:
-	case GW_R_HISTORY_POST:
-	case GW_R_HISTORY_GET:
-		rv = gw_state_build(
-		    b, query, query_arg, req, detail, detail_len);
-		break;
-	case GW_R_OK:
-	case GW_R_INFO:
-	default:
-		rv = CM_OK;
-		break;
-	}
+	// Meta routes build nothing.
+	rv = m->route->build != NULL
+	    ? m->route->build(b, query, query_arg, req, detail, detail_len)
+	    : CM_OK;
 out:
 	json_decref(b);
 	return (rv);
@@ -753,11 +732,12 @@ gw_thread_json(
 	return (w->err ? CM_EINTERNAL : CM_OK);
 }
 
-static cm_err
-render_search(const gw_request                        *req,
-    const Threadgate__Threads__V1__SearchThreadsReply *s, gw_jw *w,
-    gw_response *r)
+cm_err
+gw_render_search(const gw_request *req, const ProtobufCMessage *reply,
+    gw_jw *w, gw_response *r)
 {
+	const Threadgate__Threads__V1__SearchThreadsReply *s =
+	    (const Threadgate__Threads__V1__SearchThreadsReply *) reply;
 	char num[32];
 
 	gw_jw_arr(w);
@@ -780,63 +760,80 @@ render_search(const gw_request                        *req,
 }
 
 cm_err
+gw_render_thread(const gw_request *req, const ProtobufCMessage *reply,
+    gw_jw *w, gw_response *r)
+{
+	if (req->route->id == GW_R_THREAD_PATCH && req->prefer_minimal) {
+		r->status = 204;
+		return (CM_OK);
+	}
+	return (gw_thread_json((const Threadgate__Threads__V1__Thread *) reply,
+	    GW_F_ALL & ~(GW_F_CONTEXT | GW_F_ERROR), w));
+}
+
+cm_err
+gw_render_no_content(const gw_request *req, const ProtobufCMessage *reply,
+    gw_jw *w, gw_response *r)
+{
+	(void) req;
+	(void) reply;
+	(void) w;
+	r->status = 204;
+	return (CM_OK);
+}
+
+cm_err
+gw_render_count(const gw_request *req, const ProtobufCMessage *reply, gw_jw *w,
+    gw_response *r)
+{
+	(void) req;
+	(void) r;
+	gw_jw_int(
+	    w, ((const Threadgate__Threads__V1__CountReply *) reply)->count);
+	return (CM_OK);
+}
+
+cm_err
+gw_render_prune(const gw_request *req, const ProtobufCMessage *reply, gw_jw *w,
+    gw_response *r)
+{
+	(void) req;
+	(void) r;
+	gw_jw_obj(w);
+	gw_jw_key(w, "pruned_count");
+	gw_jw_int(w,
+	    ((const Threadgate__Threads__V1__PruneThreadsReply *) reply)
+	        ->pruned_count);
+	gw_jw_obj_end(w);
+	return (CM_OK);
+}
+
+cm_err
 gw_reply_render(
     const gw_request *req, const ProtobufCMessage *reply, gw_response *r)
 {
 	gw_response out = { 0 };
 	gw_jw       w;
-	cm_err      rv = CM_OK;
+	cm_err      rv;
 
-	gw_jw_init(&w);
-	switch (req->route->id) {
-	case GW_R_THREAD_CREATE:
-	case GW_R_THREAD_GET:
-	case GW_R_THREAD_COPY:
-	case GW_R_THREAD_PATCH:
-		if (req->route->id == GW_R_THREAD_PATCH &&
-		    req->prefer_minimal) {
-			gw_response_fini(r);
-			r->status = 204;
-			return (CM_OK);
-		}
-		rv = gw_thread_json(
-		    (const Threadgate__Threads__V1__Thread *) reply,
-		    GW_F_ALL & ~(GW_F_CONTEXT | GW_F_ERROR), &w);
-		break;
-	case GW_R_THREAD_DELETE:
-	case GW_R_STATE_PATCH:
-		gw_response_fini(r);
-		r->status = 204;
-		return (CM_OK);
-	case GW_R_THREAD_SEARCH:
-		rv = render_search(req,
-		    (const Threadgate__Threads__V1__SearchThreadsReply *)
-		        reply,
-		    &w, &out);
-		break;
-	case GW_R_THREAD_COUNT:
-		gw_jw_int(&w,
-		    ((const Threadgate__Threads__V1__CountReply *) reply)
-		        ->count);
-		break;
-	case GW_R_THREAD_PRUNE:
-		gw_jw_obj(&w);
-		gw_jw_key(&w, "pruned_count");
-		gw_jw_int(&w,
-		    ((const Threadgate__Threads__V1__PruneThreadsReply *)
-		            reply)
-		        ->pruned_count);
-		gw_jw_obj_end(&w);
-		break;
-	default:
-		rv = gw_state_render(req, reply, &w);
-		break;
+	if (req->route->render == NULL) {
+		return (CM_EINTERNAL);
 	}
+	gw_jw_init(&w);
+	rv = req->route->render(req, reply, &w, &out);
 	if (rv != CM_OK || w.err) {
 		gw_jw_fini(&w);
+		gw_response_fini(&out);
 		return (CM_EINTERNAL);
 	}
 	gw_response_fini(r);
+	if (out.status == 204) {
+		// No content: no body, no extra headers.
+		gw_jw_fini(&w);
+		gw_response_fini(&out);
+		r->status = 204;
+		return (CM_OK);
+	}
 	*r        = out;
 	r->status = 200;
 	r->body   = gw_jw_take(&w, &r->body_len);

@@ -13,48 +13,76 @@
 #include "common/util.h"
 #include "gateway/gw.h"
 
-// The table. Order does not matter: the most literal match wins.
+// The table: everything about a route. Order does not matter: the most
+// literal match wins. Per row: id, method, pattern, action (GW_ACT_NONE:
+// unauthenticated), the thread-service rpc and its reply type, whether a
+// body is read, the builder and renderer, and the re-send rule (gw_retry)
+// with why.
+#define META(id, m, p)                                                        \
+	{                                                                     \
+		id, m, p, GW_ACT_NONE, NULL, NULL, 0, NULL, NULL, GW_RETRY_NO \
+	}
+#define TH(name) &threadgate__threads__v1__##name##__descriptor
+
 static const gw_route routes[] = {
-	{ GW_R_OK, "GET", "/ok", GW_ACT_NONE, NULL, NULL },
-	{ GW_R_INFO, "GET", "/info", GW_ACT_NONE, NULL, NULL },
+	META(GW_R_OK, "GET", "/ok"),
+	META(GW_R_INFO, "GET", "/info"),
 	{ GW_R_THREAD_CREATE, "POST", "/threads", GW_ACT_CREATE,
-	    "CreateThread", &threadgate__threads__v1__thread__descriptor },
+	    "CreateThread", TH(thread), 1, gw_build_create, gw_render_thread,
+	    GW_RETRY_CREATE },
 	{ GW_R_THREAD_GET, "GET", "/threads/{id}", GW_ACT_READ, "GetThread",
-	    &threadgate__threads__v1__thread__descriptor },
+	    TH(thread), 0, gw_build_ref, gw_render_thread, GW_RETRY_READ },
+	// A metadata merge re-applied after another request's merge would
+	// undo that one (lost update).
 	{ GW_R_THREAD_PATCH, "PATCH", "/threads/{id}", GW_ACT_UPDATE,
-	    "UpdateThread", &threadgate__threads__v1__thread__descriptor },
+	    "UpdateThread", TH(thread), 1, gw_build_patch, gw_render_thread,
+	    GW_RETRY_NO },
+	// A second delete answers 404 for a thread the first deleted, or
+	// deletes a thread re-created in between.
 	{ GW_R_THREAD_DELETE, "DELETE", "/threads/{id}", GW_ACT_DELETE,
-	    "DeleteThread", &threadgate__threads__v1__empty__descriptor },
+	    "DeleteThread", TH(empty), 0, gw_build_ref, gw_render_no_content,
+	    GW_RETRY_NO },
 	{ GW_R_THREAD_SEARCH, "POST", "/threads/search", GW_ACT_SEARCH,
-	    "SearchThreads",
-	    &threadgate__threads__v1__search_threads_reply__descriptor },
+	    "SearchThreads", TH(search_threads_reply), 1, gw_build_search,
+	    gw_render_search, GW_RETRY_READ },
 	{ GW_R_THREAD_COUNT, "POST", "/threads/count", GW_ACT_SEARCH,
-	    "CountThreads",
-	    &threadgate__threads__v1__count_reply__descriptor },
+	    "CountThreads", TH(count_reply), 1, gw_build_count,
+	    gw_render_count, GW_RETRY_READ },
+	// The service picks the new id, so a second attempt makes a second
+	// copy.
 	{ GW_R_THREAD_COPY, "POST", "/threads/{id}/copy", GW_ACT_CREATE,
-	    "CopyThread", &threadgate__threads__v1__thread__descriptor },
+	    "CopyThread", TH(thread), 0, gw_build_ref, gw_render_thread,
+	    GW_RETRY_NO },
+	// keep_latest re-applied trims checkpoints written in between; the
+	// pruned count would be wrong.
 	{ GW_R_THREAD_PRUNE, "POST", "/threads/prune", GW_ACT_DELETE,
-	    "PruneThreads",
-	    &threadgate__threads__v1__prune_threads_reply__descriptor },
+	    "PruneThreads", TH(prune_threads_reply), 1, gw_build_prune,
+	    gw_render_prune, GW_RETRY_NO },
 	{ GW_R_STATE_GET, "GET", "/threads/{id}/state", GW_ACT_READ,
-	    "GetState", &threadgate__threads__v1__state_reply__descriptor },
+	    "GetState", TH(state_reply), 0, gw_build_state_get,
+	    gw_render_state, GW_RETRY_READ },
 	{ GW_R_STATE_GET_AT, "GET", "/threads/{id}/state/{cid}", GW_ACT_READ,
-	    "GetState", &threadgate__threads__v1__state_reply__descriptor },
+	    "GetState", TH(state_reply), 0, gw_build_state_get,
+	    gw_render_state, GW_RETRY_READ },
 	{ GW_R_STATE_CHECKPOINT, "POST", "/threads/{id}/state/checkpoint",
-	    GW_ACT_READ, "GetState",
-	    &threadgate__threads__v1__state_reply__descriptor },
+	    GW_ACT_READ, "GetState", TH(state_reply), 1,
+	    gw_build_state_checkpoint, gw_render_state, GW_RETRY_READ },
+	// Every update stores a new checkpoint.
 	{ GW_R_STATE_UPDATE, "POST", "/threads/{id}/state", GW_ACT_UPDATE,
-	    "UpdateState", &threadgate__threads__v1__checkpoint__descriptor },
+	    "UpdateState", TH(checkpoint), 1, gw_build_state_update,
+	    gw_render_checkpoint, GW_RETRY_NO },
+	// A merge, as PATCH /threads/{id}.
 	{ GW_R_STATE_PATCH, "PATCH", "/threads/{id}/state", GW_ACT_UPDATE,
-	    "PatchState", &threadgate__threads__v1__empty__descriptor },
+	    "PatchState", TH(empty), 1, gw_build_state_patch,
+	    gw_render_no_content, GW_RETRY_NO },
 	{ GW_R_HISTORY_POST, "POST", "/threads/{id}/history", GW_ACT_READ,
-	    "GetHistory",
-	    &threadgate__threads__v1__history_reply__descriptor },
+	    "GetHistory", TH(history_reply), 1, gw_build_history,
+	    gw_render_history, GW_RETRY_READ },
 	{ GW_R_HISTORY_GET, "GET", "/threads/{id}/history", GW_ACT_READ,
-	    "GetHistory",
-	    &threadgate__threads__v1__history_reply__descriptor },
-	{ GW_R_READY, "GET", "/ready", GW_ACT_NONE, NULL, NULL },
-	{ GW_R_METRICS, "GET", "/metrics", GW_ACT_NONE, NULL, NULL },
+	    "GetHistory", TH(history_reply), 0, gw_build_history,
+	    gw_render_history, GW_RETRY_READ },
+	META(GW_R_READY, "GET", "/ready"),
+	META(GW_R_METRICS, "GET", "/metrics"),
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))

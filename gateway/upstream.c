@@ -11,8 +11,12 @@
 //   on_threads         reply -> JSON response (charged to the memory
 //                      budget; 503 when it is exhausted)
 //
-// Every step has a deadline (the call's timeout), so each chain ends in
-// exactly one gw_job_done(), which resumes the connection. The owner sent
+// job->state follows it: GW_JOB_AUTH until the caller is known (from
+// the cache or on_auth), GW_JOB_THREADS while the thread-service call is
+// in flight, GW_JOB_READY once gw_job_done() ran; each step asserts the
+// state it expects. Every step has a deadline (the call's timeout), so
+// each chain ends in exactly one gw_job_done(), which resumes the
+// connection. The owner sent
 // to the thread-service is only ever the identity the auth-service
 // returned; nothing the client sent can set it.
 //
@@ -21,74 +25,20 @@
 // Authorization values, so a token keeps reaching the replica that has it
 // cached. Whether a thread-service call may be re-sent to another replica
 // after it may already have reached one - its replica died mid-call,
-// stalled, or answered "unavailable" - is decided by route_retry[] below,
-// the one table of those rules.
+// stalled, or answered "unavailable" - is decided by each route's retry
+// rule in the route table (routes.c, gw_retry in gw.h).
 #include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "gateway/gw.h"
 
-// What the gateway may do with a thread-service call whose replica failed
-// after the request may have reached it (a call that surely reached no
-// replica is always re-sent). Every attempt shares the route's one
-// deadline, which the envelope carries too, so a replica that gets the
-// request late does not run it.
-typedef enum gw_retry {
-	// Not re-sent: the client gets 503 and the write may or may not
-	// have been applied (as with any 503 or timeout). Never applied
-	// twice by us; never answered 2xx unless applied.
-	GW_RETRY_NO = 0,
-	// A read: re-sent to another replica; the client sees no failure.
-	GW_RETRY_READ,
-	// A create: idempotent when the gateway picked the id (no
-	// thread_id in the body) or the body asks if_exists=do_nothing:
-	// then it is sent with if_exists=do_nothing, and a re-sent create
-	// that finds the thread the first attempt made returns it (200), so
-	// exactly one thread exists and the answer is a success. A create
-	// with the client's own thread_id and if_exists=raise is GW_RETRY_NO:
-	// a second attempt could not tell "this request made it" from "it
-	// existed before" (that needs the thread-service to store a per-
-	// request key with the thread).
-	GW_RETRY_CREATE,
-} gw_retry;
-
-// The rules, one row per route with an rpc. Routes not listed (the meta
-// routes) make no thread-service call.
-static const gw_retry route_retry[GW_R_COUNT_] = {
-	[GW_R_THREAD_CREATE] = GW_RETRY_CREATE, // POST /threads
-	[GW_R_THREAD_GET]    = GW_RETRY_READ,   // GET /threads/{id}
-	// PATCH /threads/{id}: a metadata merge re-applied after another
-	// request's merge would undo that one (lost update).
-	[GW_R_THREAD_PATCH] = GW_RETRY_NO,
-	// DELETE /threads/{id}: a second delete answers 404 for a thread
-	// the first deleted, or deletes a thread re-created in between.
-	[GW_R_THREAD_DELETE] = GW_RETRY_NO,
-	[GW_R_THREAD_SEARCH] = GW_RETRY_READ, // POST /threads/search
-	[GW_R_THREAD_COUNT]  = GW_RETRY_READ, // POST /threads/count
-	// POST /threads/{id}/copy: the service picks the new id, so a
-	// second attempt makes a second copy.
-	[GW_R_THREAD_COPY] = GW_RETRY_NO,
-	// POST /threads/prune: keep_latest re-applied trims checkpoints
-	// written in between; the pruned count would be wrong.
-	[GW_R_THREAD_PRUNE]     = GW_RETRY_NO,
-	[GW_R_STATE_GET]        = GW_RETRY_READ, // GET .../state
-	[GW_R_STATE_GET_AT]     = GW_RETRY_READ, // GET .../state/{cid}
-	[GW_R_STATE_CHECKPOINT] = GW_RETRY_READ, // POST .../state/checkpoint
-	// POST .../state: every update stores a new checkpoint.
-	[GW_R_STATE_UPDATE] = GW_RETRY_NO,
-	// PATCH .../state: a merge, as PATCH /threads/{id}.
-	[GW_R_STATE_PATCH]  = GW_RETRY_NO,
-	[GW_R_HISTORY_POST] = GW_RETRY_READ, // POST .../history
-	[GW_R_HISTORY_GET]  = GW_RETRY_READ, // GET .../history
-};
-
 int
 gw_upstream_idempotent(gw_request *req)
 {
 	Threadgate__Threads__V1__CreateThreadRequest *c = &req->u.create;
 
-	switch (route_retry[req->route->id]) {
+	switch (req->route->retry) {
 	case GW_RETRY_READ:
 		return (1);
 	case GW_RETRY_CREATE:
@@ -135,6 +85,7 @@ on_threads(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	size_t     charge;
 	cm_err     rv;
 
+	CM_ASSERT(job->state == GW_JOB_THREADS);
 	if (st != CM_OK) {
 		if (st == CM_EINTERNAL || st == CM_ETIMEDOUT ||
 		    st == CM_EUNAVAIL) {
@@ -184,6 +135,7 @@ authenticated(gw_job *job, const gw_identity *who)
 	cm_rpc_call_opts opts = { 0 };
 	cm_err           rv;
 
+	CM_ASSERT(job->state == GW_JOB_AUTH);
 	CM_ASSERT(who->id == job->identity && job->identity[0] != '\0');
 	rv = gw_authorize(who, job->match.route->action,
 	    job->req.thread_id[0] ? job->req.thread_id : NULL);
@@ -197,6 +149,7 @@ authenticated(gw_job *job, const gw_identity *who)
 	}
 	*job->req.owner_slot = job->identity;
 	opts.idempotent      = gw_upstream_idempotent(&job->req);
+	job->state           = GW_JOB_THREADS;
 	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
 	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
 	    on_threads);
@@ -255,6 +208,7 @@ on_auth(void *arg, cm_err st, const char *detail, ProtobufCMessage *reply)
 	Threadgate__Auth__V1__Identity *id  = (void *) reply;
 	gw_identity                     who;
 
+	CM_ASSERT(job->state == GW_JOB_AUTH);
 	if (st != CM_OK) {
 		if (st != CM_EAUTH) {
 			cm_warn(job->rid, "auth-service: %s (%s)",
