@@ -317,6 +317,30 @@ gw_build_state_checkpoint(const json_t *b, gw_query_fn query, void *query_arg,
 	return (CM_OK);
 }
 
+// The checkpoint a write names: "checkpoint_id" when given, else the id
+// in "checkpoint" (a string or an object, see checkpoint_id_of); *ns gets
+// the latter's checkpoint_ns.
+static cm_err
+body_checkpoint(const json_t *b, gw_request *req, const char **id,
+    const char **ns, char *d, size_t dl)
+{
+	const char *cid;
+	const char *t = NULL;
+	cm_err      rv;
+
+	rv = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
+	    req, &t, ns, d, dl);
+	if (rv != CM_OK) {
+		return (rv);
+	}
+	*id = cid[0] != '\0' ? cid : t;
+	return (CM_OK);
+}
+
 cm_err
 gw_build_state_update(const json_t *b, gw_query_fn query, void *query_arg,
     gw_request *req, char *d, size_t dl)
@@ -347,16 +371,11 @@ gw_build_state_update(const json_t *b, gw_query_fn query, void *query_arg,
 		return (rv);
 	}
 	u->as_node = (char *) (t != NULL ? t : "");
-	rv         = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
+	rv         = body_checkpoint(b, req, &cid, &ns, d, dl);
 	if (rv != CM_OK) {
 		return (rv);
 	}
-	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
-	    req, &t, &ns, d, dl);
-	if (rv != CM_OK) {
-		return (rv);
-	}
-	u->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
+	u->checkpoint_id = (char *) cid;
 	u->checkpoint_ns = (char *) ns;
 	// as_node points into b, which the caller frees: keep a copy.
 	u->as_node = gw_req_keep(req, cm_xstrdup(u->as_node));
@@ -384,15 +403,10 @@ gw_build_state_patch(const json_t *b, gw_query_fn query, void *query_arg,
 		return (rv);
 	}
 	p->metadata_json = (char *) t;
-	rv               = gw_body_uuid("checkpoint_id", b, &cid, req, d, dl);
+	rv               = body_checkpoint(b, req, &cid, &ns, d, dl);
 	if (rv != CM_OK) {
 		return (rv);
 	}
-	rv = checkpoint_id_of("checkpoint", json_object_get(b, "checkpoint"),
-	    req, &t, &ns, d, dl);
-	if (rv != CM_OK) {
-		return (rv);
-	}
-	p->checkpoint_id = (char *) (cid[0] != '\0' ? cid : t);
+	p->checkpoint_id = (char *) cid;
 	return (CM_OK);
 }
