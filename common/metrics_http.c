@@ -220,33 +220,6 @@ out:
 	return (rv);
 }
 
-static cm_err
-write_port_file(const char *path, int port)
-{
-	char  tmp[4096];
-	FILE *f;
-	int   ok;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int) getpid()) >=
-	    (int) sizeof(tmp)) {
-		return (CM_EINVAL);
-	}
-	f = fopen(tmp, "w");
-	if (f == NULL) {
-		cm_error(NULL, "cannot write %s: %s", tmp, strerror(errno));
-		return (CM_EINVAL);
-	}
-	ok = fprintf(f, "%d\n", port) > 0;
-	ok = (fclose(f) == 0) && ok;
-	if (!ok || rename(tmp, path) != 0) {
-		cm_error(NULL, "cannot write port file %s: %s", path,
-		    strerror(errno));
-		unlink(tmp);
-		return (CM_EINVAL);
-	}
-	return (CM_OK);
-}
-
 cm_err
 cm_metrics_http_start(cm_metrics *r, const char *addr, const char *port_file,
     cm_metrics_http **out)
@@ -288,7 +261,7 @@ cm_metrics_http_start(cm_metrics *r, const char *addr, const char *port_file,
 		goto fail;
 	}
 	if (port_file != NULL && port_file[0] != '\0') {
-		rv = write_port_file(port_file, h->port);
+		rv = cm_write_port_file(port_file, h->port);
 		if (rv != CM_OK) {
 			goto fail;
 		}

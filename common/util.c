@@ -382,3 +382,31 @@ cm_default_ipc_url(const char *name, char *out, size_t outsz)
 	}
 	return (CM_OK);
 }
+
+cm_err
+cm_write_port_file(const char *path, int port)
+{
+	char  tmp[4096];
+	FILE *f;
+	int   ok;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int) getpid()) >=
+	    (int) sizeof(tmp)) {
+		cm_error(NULL, "port file path too long: %.64s...", path);
+		return (CM_EINVAL);
+	}
+	f = fopen(tmp, "w");
+	if (f == NULL) {
+		cm_error(NULL, "cannot write %s: %s", tmp, strerror(errno));
+		return (CM_EINVAL);
+	}
+	ok = fprintf(f, "%d\n", port) > 0;
+	ok = (fclose(f) == 0) && ok;
+	if (!ok || rename(tmp, path) != 0) {
+		cm_error(NULL, "cannot write port file %s: %s", path,
+		    strerror(errno));
+		unlink(tmp);
+		return (CM_EINVAL);
+	}
+	return (CM_OK);
+}

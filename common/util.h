@@ -76,6 +76,13 @@ int cm_request_id_ok(const char *s);
 cm_err cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
 /**
+ * cm_write_port_file() writes port and a newline to path atomically (a
+ * temporary file beside it, then rename), for tests and scripts that start
+ * a service on port 0. Logs and returns CM_EINVAL on failure, else CM_OK.
+ */
+cm_err cm_write_port_file(const char *path, int port);
+
+/**
  * cm_env_str() returns getenv(name) when set and non-empty, else def
  * (borrowed; do not free).
  */

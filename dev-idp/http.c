@@ -29,8 +29,6 @@
 
 // Pending connections the kernel queues before accept().
 #define LISTEN_BACKLOG 128
-// Longest port-file path handled (with the ".tmp.<pid>" suffix).
-#define PORT_FILE_PATH_MAX 4096
 // Request headers a browser may send cross-origin (supabase-js's set).
 #define CORS_HEADERS                                           \
 	"authorization, apikey, content-type, x-client-info, " \
@@ -145,30 +143,6 @@ out:
 		errno = saved;
 	}
 	return (rv);
-}
-
-cm_err
-idp_write_port_file(const char *path, int port)
-{
-	char  tmp[PORT_FILE_PATH_MAX];
-	FILE *f;
-	int   n, ok;
-
-	n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long) getpid());
-	if (n < 0 || (size_t) n >= sizeof(tmp)) {
-		return (CM_EUNAVAIL);
-	}
-	f = fopen(tmp, "w");
-	if (f == NULL) {
-		return (CM_EUNAVAIL);
-	}
-	ok = fprintf(f, "%d\n", port) > 0;
-	ok = (fclose(f) == 0) && ok;
-	if (!ok || rename(tmp, path) != 0) {
-		(void) unlink(tmp);
-		return (CM_EUNAVAIL);
-	}
-	return (CM_OK);
 }
 
 // ---------------------------------------------------------------------

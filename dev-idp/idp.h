@@ -467,11 +467,4 @@ cm_err idp_http_start(idp_ctx *ctx, int fd, idp_http **out);
 /** idp_http_stop() stops serving and frees the server. NULL allowed. */
 void idp_http_stop(idp_http *srv);
 
-/**
- * idp_write_port_file() writes port and a newline to path atomically
- * (temporary file in the same directory, then rename). Returns CM_OK or
- * CM_EUNAVAIL.
- */
-cm_err idp_write_port_file(const char *path, int port);
-
 #endif // IDP_IDP_H

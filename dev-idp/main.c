@@ -250,7 +250,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (cfg.port_file != NULL) {
-		rv = idp_write_port_file(cfg.port_file, port);
+		rv = cm_write_port_file(cfg.port_file, port);
 		if (rv != CM_OK) {
 			cm_error(NULL, "cannot write the port file %s",
 			    cfg.port_file);

@@ -1222,34 +1222,6 @@ out:
 	return (rv);
 }
 
-static cm_err
-write_port_file(const char *path, int port)
-{
-	char  tmp[4096];
-	FILE *f;
-	int   ok;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int) getpid()) >=
-	    (int) sizeof(tmp)) {
-		cm_error(NULL, "GATEWAY_PORT_FILE path too long");
-		return (CM_EINVAL);
-	}
-	f = fopen(tmp, "w");
-	if (f == NULL) {
-		cm_error(NULL, "cannot write %s: %s", tmp, strerror(errno));
-		return (CM_EINVAL);
-	}
-	ok = fprintf(f, "%d\n", port) > 0;
-	ok = (fclose(f) == 0) && ok;
-	if (!ok || rename(tmp, path) != 0) {
-		cm_error(NULL, "cannot write port file %s: %s", path,
-		    strerror(errno));
-		unlink(tmp);
-		return (CM_EINVAL);
-	}
-	return (CM_OK);
-}
-
 static void
 server_free(gw_server *srv)
 {
@@ -1357,7 +1329,7 @@ gw_server_start(const gw_config *cfg, gw_server **out)
 		}
 	}
 	if (cfg->port_file != NULL && cfg->port_file[0] != '\0') {
-		rv = write_port_file(cfg->port_file, srv->port);
+		rv = cm_write_port_file(cfg->port_file, srv->port);
 		if (rv != CM_OK) {
 			goto out;
 		}
