@@ -57,17 +57,14 @@ find(const tg_net *n, const char *name)
 	return (NULL);
 }
 
-int
-tg_run(const tg_net *n, const char *host, const char *const argv[],
-    const char *out_path)
+// Runs argv in network namespace ns (NULL: this one), output to out_path
+// (NULL: inherited); its exit status, or -1.
+static int
+run_in(const char *ns, const char *const argv[], const char *out_path)
 {
-	const tg_host *h = host != NULL ? find(n, host) : NULL;
-	pid_t          pid;
-	int            st;
+	pid_t pid;
+	int   st;
 
-	if (host != NULL && h == NULL) {
-		return (-1);
-	}
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
@@ -83,7 +80,7 @@ tg_run(const tg_net *n, const char *host, const char *const argv[],
 				dup2(fd, STDERR_FILENO);
 			}
 		}
-		if (h != NULL && enter_ns(h->ns) != 0) {
+		if (ns != NULL && enter_ns(ns) != 0) {
 			_exit(126);
 		}
 		execvp(argv[0], (char *const *) argv);
@@ -97,24 +94,45 @@ tg_run(const tg_net *n, const char *host, const char *const argv[],
 	return (WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+int
+tg_run(const tg_net *n, const char *host, const char *const argv[],
+    const char *out_path)
+{
+	const tg_host *h = host != NULL ? find(n, host) : NULL;
+
+	if (host != NULL && h == NULL) {
+		return (-1);
+	}
+	return (run_in(h != NULL ? h->ns : NULL, argv, out_path));
+}
+
 // Runs `ip` with the given arguments (NULL-terminated); 0 on success.
+// A leading "-n NS" is done by entering NS ourselves (setns) rather than
+// by `ip -n`, which also remounts /sys in a new mount namespace and so
+// fails where / is not a mount point (a chroot).
 static int
 ip(const char *a0, ...)
 {
 	const char *argv[24];
-	int         n = 0;
+	const char *ns = NULL;
+	int         n  = 0;
 	va_list     ap;
 
 	argv[n++] = "ip";
-	argv[n++] = a0;
 	va_start(ap, a0);
+	if (strcmp(a0, "-n") == 0) {
+		ns = va_arg(ap, const char *);
+	} else {
+		argv[n++] = a0;
+	}
 	while (n < 23 && (argv[n] = va_arg(ap, const char *)) != NULL) {
 		n++;
 	}
 	va_end(ap);
 	argv[n] = NULL;
-	if (tg_run(NULL, NULL, argv, "/dev/null") != 0) {
-		fprintf(stderr, "netns: failed:");
+	if (run_in(ns, argv, "/dev/null") != 0) {
+		fprintf(stderr, "netns: failed:%s%s", ns != NULL ? " in " : "",
+		    ns != NULL ? ns : "");
 		for (int i = 0; i < n; i++) {
 			fprintf(stderr, " %s", argv[i]);
 		}
