@@ -2111,13 +2111,14 @@ pg_thread_insert(tsvc_store *st, const tsvc_thread *t)
 	return (rv);
 }
 
+// Runs the one-thread lookup s (or, with lock, s_lock after taking the
+// owner's usage lock) for owner's thread id; *r is the result on CM_OK.
 static cm_err
-pg_thread_get(tsvc_store *st, const char *owner, const char *id, int lock,
-    tsvc_thread **out)
+owner_thread_row(tsvc_store *st, const char *owner, const char *id, int lock,
+    int s, int s_lock, PGresult **r)
 {
-	PGresult *r = NULL;
-	pgparam   p = { 0 };
-	cm_err    rv;
+	pgparam p = { 0 };
+	cm_err  rv;
 
 	if (lock) {
 		rv = lock_owner(st, owner);
@@ -2127,7 +2128,18 @@ pg_thread_get(tsvc_store *st, const char *owner, const char *id, int lock,
 	}
 	p_text(&p, owner);
 	p_text(&p, id);
-	rv = run(st, lock ? S_THREAD_GET_LOCK : S_THREAD_GET, &p, &r);
+	return (run(st, lock ? s_lock : s, &p, r));
+}
+
+static cm_err
+pg_thread_get(tsvc_store *st, const char *owner, const char *id, int lock,
+    tsvc_thread **out)
+{
+	PGresult *r = NULL;
+	cm_err    rv;
+
+	rv = owner_thread_row(
+	    st, owner, id, lock, S_THREAD_GET, S_THREAD_GET_LOCK, &r);
 	if (rv == CM_OK) {
 		*out = PQntuples(r) > 0 ? thread_from_row(r) : NULL;
 	}
@@ -2140,18 +2152,10 @@ pg_thread_created(tsvc_store *st, const char *owner, const char *id, int lock,
     int64_t *created_us)
 {
 	PGresult *r = NULL;
-	pgparam   p = { 0 };
 	cm_err    rv;
 
-	if (lock) {
-		rv = lock_owner(st, owner);
-		if (rv != CM_OK) {
-			return (rv);
-		}
-	}
-	p_text(&p, owner);
-	p_text(&p, id);
-	rv = run(st, lock ? S_THREAD_CREATED_LOCK : S_THREAD_CREATED, &p, &r);
+	rv = owner_thread_row(
+	    st, owner, id, lock, S_THREAD_CREATED, S_THREAD_CREATED_LOCK, &r);
 	if (rv == CM_OK) {
 		*created_us = PQntuples(r) > 0 ? col_i64(r, 0) : 0;
 	}
