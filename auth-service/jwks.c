@@ -806,13 +806,7 @@ wait_fetch(auth_jwks *j)
 	int             rc = 0;
 
 	wait_ms = 2 * (int64_t) j->cfg->idp_timeout_ms + FETCH_WAIT_SLACK_MS;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += wait_ms / 1000;
-	ts.tv_nsec += (wait_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	cm_timespec_in(&ts, CLOCK_MONOTONIC, wait_ms);
 	while (j->fetching && j->fetch_gen == gen && rc != ETIMEDOUT) {
 		rc = pthread_cond_timedwait(&j->cv, &j->mu, &ts);
 	}

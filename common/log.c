@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 static const char   *log_svc = "threadgate";
 static cm_log_level  log_min = CM_LOG_INFO;
@@ -80,12 +81,7 @@ writer_main(void *arg)
 		while (pending.len == 0) {
 			pthread_cond_wait(&pending.cv, &pending.mu);
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += LOG_FLUSH_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		cm_timespec_in(&ts, CLOCK_REALTIME, LOG_FLUSH_MS);
 		// Only the deadline ends this wait; appenders never signal
 		// while the buffer is not empty.
 		while (pthread_cond_timedwait(&pending.cv, &pending.mu, &ts) ==

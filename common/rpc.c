@@ -2,15 +2,13 @@
 //
 // RPC over nng REQ/REP with threadgate.rpc.v1 envelopes (see rpc.h).
 //
-// Server: N contexts on one REP socket, each running RECV -> handle ->
-// SEND in nng's callbacks: a handler runs inline on the nng task thread
-// that completed the receive; the reply goes out on a callback-less aio
-// and the context receives again at once (ctx_reply). Handlers that may
-// block offload the call to a lane: a bounded FIFO queue served by that
-// lane's own threads, each with its own worker state. The context stays
-// with the call (its reply must go out on it) until the lane thread
-// answers. Dispatch is by method name through the protobuf-c service
-// descriptor.
+// Server: N contexts on one REP socket, each an aio running RECV ->
+// handle -> SEND in nng's callbacks: a handler runs inline on the nng task
+// thread that completed the receive. Handlers that may block offload the
+// call to a lane: a bounded FIFO queue served by that lane's own threads,
+// each with its own worker state. The context stays with the call (its
+// reply must go out on it) until the lane thread answers. Dispatch is by
+// method name through the protobuf-c service descriptor.
 //
 // The client half is in rpc_client.c.
 #include <pthread.h>
@@ -67,22 +65,17 @@ response_msg(cm_err status, const char *detail, const char *rid,
 // Server
 // ---------------------------------------------------------------------
 
-// Longest a reply may wait to be sent when its request carried no
-// deadline (a queued send on a connection whose client stopped reading).
-#define RPC_REPLY_SEND_MS 10000
-
-// One REP context: its receive aio runs RECV -> (handle) -> SEND in nng
-// callbacks (the send on an aio of its own, see ctx_reply). The request being
-// handled lives here until the reply is sent.
+// One REP context: its aio runs the RECV -> (handle) -> SEND state machine
+// in nng callbacks. The request being handled lives here until the reply
+// is sent.
 typedef struct rpc_ctx rpc_ctx;
 struct rpc_ctx {
 	cm_rpc_server *srv;
 	nng_ctx        ctx;
-	nng_aio       *aio;   // receives (ctx_cb)
-	nng_aio       *saio;  // sends: no callback (see ctx_reply)
+	nng_aio       *aio;
 	void          *state; // worker state from worker_init
 	int            index;
-	int            spending; // a send on saio may not be complete
+	int            sending;
 	// The call in progress (valid between receive and reply).
 	rpc_request                     *req;
 	ProtobufCMessage                *input;
@@ -220,45 +213,11 @@ reject(cm_rpc_server *srv, cm_err err)
 	}
 }
 
-// Waits for the context's last send (normally long complete) and frees
-// its message when it failed.
-static void
-ctx_send_reclaim(rpc_ctx *c)
-{
-	if (!c->spending) {
-		return;
-	}
-	nng_aio_wait(c->saio);
-	if (nng_aio_result(c->saio) != 0) {
-		nng_msg_free(nng_aio_get_msg(c->saio));
-	}
-	nng_aio_set_msg(c->saio, NULL);
-	c->spending = 0;
-}
-
-// Frees the call in progress, sends reply (when it could be allocated;
-// else the client's deadline fires) and receives the next request.
-//
-// The send's aio has no callback: a REP context may receive again as
-// soon as nng_ctx_send has returned, and an aio without a callback
-// completes where it finishes, so a reply costs no wake-up of an nng
-// task thread (one of the hand-offs issue 9 counts). The send normally
-// completes inside nng_ctx_send; when the connection is busy it is
-// queued, and the next reply on this context first waits for it - at
-// most until the caller's deadline (or RPC_REPLY_SEND_MS), after which
-// nng's timer cancels it: a client that stopped reading cannot hold a
-// thread longer, and the cancel needs no task thread.
+// Frees the call in progress and sends reply (or, when it cannot be
+// allocated, goes back to receiving: the client's deadline fires).
 static void
 ctx_reply(rpc_ctx *c, nng_msg *reply)
 {
-	int64_t wait = RPC_REPLY_SEND_MS;
-
-	if (c->req != NULL && c->req->deadline_unix_ms != 0) {
-		wait = c->req->deadline_unix_ms - cm_now_ms();
-		wait = wait < 1                ? 1
-		    : wait > RPC_REPLY_SEND_MS ? RPC_REPLY_SEND_MS
-		                               : wait;
-	}
 	protobuf_c_message_free_unpacked(c->input, NULL);
 	threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
 	c->input  = NULL;
@@ -268,14 +227,14 @@ ctx_reply(rpc_ctx *c, nng_msg *reply)
 		nng_msg_free(reply);
 		return;
 	}
-	if (reply != NULL) {
-		ctx_send_reclaim(c);
-		nng_aio_set_msg(c->saio, reply);
-		nng_aio_set_timeout(c->saio, (nng_duration) wait);
-		c->spending = 1;
-		nng_ctx_send(c->ctx, c->saio);
+	if (reply == NULL) {
+		c->sending = 0;
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
 	}
-	nng_ctx_recv(c->ctx, c->aio);
+	c->sending = 1;
+	nng_aio_set_msg(c->aio, reply);
+	nng_ctx_send(c->ctx, c->aio);
 }
 
 // ---------------------------------------------------------------------
@@ -492,13 +451,7 @@ health_main(void *arg)
 		       : THREADGATE__RPC__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING,
 		    ok ? "" : detail);
 		pthread_mutex_lock(&h->mu);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t) (every / 1000);
-		ts.tv_nsec += (long) (every % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		cm_timespec_in(&ts, CLOCK_MONOTONIC, every);
 		while (!h->stop &&
 		    pthread_cond_timedwait(&h->cv, &h->mu, &ts) == 0) {
 			// woken early: re-check stop, keep the deadline
@@ -730,6 +683,18 @@ ctx_cb(void *arg)
 	rpc_ctx *c  = arg;
 	int      rv = nng_aio_result(c->aio);
 
+	if (c->sending) {
+		c->sending = 0;
+		if (rv != 0) {
+			nng_msg_free(nng_aio_get_msg(c->aio));
+		}
+		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED ||
+		    atomic_load(&c->srv->stopping)) {
+			return;
+		}
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED ||
 	    atomic_load(&c->srv->stopping)) {
 		if (rv == 0) {
@@ -899,10 +864,6 @@ server_free(cm_rpc_server *srv)
 		if (srv->ctxs[i].aio != NULL) {
 			nng_aio_stop(srv->ctxs[i].aio);
 		}
-		if (srv->ctxs[i].saio != NULL) {
-			nng_aio_stop(srv->ctxs[i].saio);
-			ctx_send_reclaim(&srv->ctxs[i]);
-		}
 	}
 	nng_close(srv->sock);
 	for (int i = 0; i < srv->cfg.nworkers; i++) {
@@ -913,9 +874,6 @@ server_free(cm_rpc_server *srv)
 		threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
 		if (c->aio != NULL) {
 			nng_aio_free(c->aio);
-		}
-		if (c->saio != NULL) {
-			nng_aio_free(c->saio);
 		}
 		if (c->state != NULL && srv->cfg.worker_fini != NULL) {
 			srv->cfg.worker_fini(srv->cfg.arg, c->state);
@@ -1032,8 +990,7 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 		c->srv   = srv;
 		c->index = i;
 		if ((rv = nng_ctx_open(&c->ctx, srv->sock)) != 0 ||
-		    (rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0 ||
-		    (rv = nng_aio_alloc(&c->saio, NULL, NULL)) != 0) {
+		    (rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0) {
 			err = cm_err_from_nng(rv);
 			goto fail;
 		}

@@ -410,3 +410,15 @@ cm_write_port_file(const char *path, int port)
 	}
 	return (CM_OK);
 }
+
+void
+cm_timespec_in(struct timespec *ts, clockid_t clock, int64_t ms)
+{
+	clock_gettime(clock, ts);
+	ts->tv_sec += (time_t) (ms / 1000);
+	ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/err.h"
 
@@ -74,6 +75,13 @@ int cm_request_id_ok(const char *s);
  * trailing bytes, out of range); *out is written only on success.
  */
 cm_err cm_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/**
+ * cm_timespec_in() sets *ts to clock (CLOCK_MONOTONIC, CLOCK_REALTIME) now
+ * plus ms milliseconds: the absolute deadline pthread_cond_timedwait()
+ * takes (with a condvar on that clock).
+ */
+void cm_timespec_in(struct timespec *ts, clockid_t clock, int64_t ms);
 
 /**
  * cm_write_port_file() writes port and a newline to path atomically (a

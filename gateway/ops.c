@@ -502,13 +502,7 @@ prober_main(void *arg)
 		pthread_mutex_unlock(&o->mu);
 		set_ready_gauge(o);
 		pthread_mutex_lock(&o->mu);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t) (every / 1000);
-		ts.tv_nsec += (long) (every % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		cm_timespec_in(&ts, CLOCK_MONOTONIC, every);
 		while (!o->stop &&
 		    pthread_cond_timedwait(&o->cv, &o->mu, &ts) == 0) {
 			// woken early: re-check stop, keep the deadline
