@@ -36,25 +36,33 @@ typedef Threadgate__Rpc__V1__Response rpc_response;
 // Envelope helpers
 // ---------------------------------------------------------------------
 
+// Fills resp (payload only with CM_OK); the strings are borrowed.
+static void
+response_fill(rpc_response *resp, cm_err status, const char *detail,
+    const char *rid, const uint8_t *payload, size_t payload_len)
+{
+	threadgate__rpc__v1__response__init(resp);
+	resp->status     = (Threadgate__Rpc__V1__Status) status;
+	resp->detail     = (char *) (detail != NULL ? detail : "");
+	resp->request_id = (char *) (rid != NULL ? rid : "");
+	if (status == CM_OK && payload != NULL) {
+		resp->payload.data = (uint8_t *) payload;
+		resp->payload.len  = payload_len;
+	}
+}
+
 // Packs a Response into a new nng message; returns NULL on allocation
 // failure.
 static nng_msg *
 response_msg(cm_err status, const char *detail, const char *rid,
     const uint8_t *payload, size_t payload_len)
 {
-	rpc_response resp = THREADGATE__RPC__V1__RESPONSE__INIT;
-	nng_msg     *m    = NULL;
-	size_t       n;
+	rpc_response resp;
+	nng_msg     *m = NULL;
 
-	resp.status     = (Threadgate__Rpc__V1__Status) status;
-	resp.detail     = (char *) (detail != NULL ? detail : "");
-	resp.request_id = (char *) (rid != NULL ? rid : "");
-	if (status == CM_OK && payload != NULL) {
-		resp.payload.data = (uint8_t *) payload;
-		resp.payload.len  = payload_len;
-	}
-	n = threadgate__rpc__v1__response__get_packed_size(&resp);
-	if (nng_msg_alloc(&m, n) != 0) {
+	response_fill(&resp, status, detail, rid, payload, payload_len);
+	if (nng_msg_alloc(&m,
+	        threadgate__rpc__v1__response__get_packed_size(&resp)) != 0) {
 		return (NULL);
 	}
 	threadgate__rpc__v1__response__pack(&resp, nng_msg_body(m));
@@ -65,10 +73,30 @@ response_msg(cm_err status, const char *detail, const char *rid,
 // Server
 // ---------------------------------------------------------------------
 
+// One call being handled: a plain request, or one call of a batch. Lives
+// in its context (the plain one, or the context's batch array) until
+// answered.
+typedef struct rpc_ctx rpc_ctx;
+typedef struct rpc_job rpc_job;
+struct rpc_job {
+	rpc_ctx                         *ctx;
+	rpc_request                     *req;
+	ProtobufCMessage                *input;
+	const ProtobufCMethodDescriptor *method;
+	cm_rpc_call                      call;
+	rpc_job                         *next; // lane queue link
+	// Observability of the call in progress (see obs_begin()).
+	int64_t t0_us; // monotonic start
+	size_t  midx;  // method index for the metrics tables
+	char    tp[CM_TRACEPARENT_LEN + 1];
+	// A batch call's packed Response, until the batch reply is sent.
+	uint8_t *out;
+	size_t   outlen;
+};
+
 // One REP context: its aio runs the RECV -> (handle) -> SEND state machine
 // in nng callbacks. The request being handled lives here until the reply
-// is sent.
-typedef struct rpc_ctx rpc_ctx;
+// is sent: one job, or a batch of them.
 struct rpc_ctx {
 	cm_rpc_server *srv;
 	nng_ctx        ctx;
@@ -76,16 +104,14 @@ struct rpc_ctx {
 	void          *state; // worker state from worker_init
 	int            index;
 	int            sending;
-	// The call in progress (valid between receive and reply).
-	rpc_request                     *req;
-	ProtobufCMessage                *input;
-	const ProtobufCMethodDescriptor *method;
-	cm_rpc_call                      call;
-	rpc_ctx                         *next; // lane queue link
-	// Observability of the call in progress (see obs_begin()).
-	int64_t t0_us; // monotonic start
-	size_t  midx;  // method index for the metrics tables
-	char    tp[CM_TRACEPARENT_LEN + 1];
+	rpc_job        one;   // a plain request
+	rpc_job       *batch; // CM_RPC_BATCH_MAX jobs, from the first batch on
+	int            nbatch;
+	// Batch calls not answered yet, plus one while they are dispatched:
+	// whoever takes it to 0 sends the batch's reply.
+	atomic_int pending;
+	// Lanes this batch was admitted to (see enqueue()).
+	unsigned admitted;
 };
 
 // A lane: a FIFO of offloaded calls and the threads that run them.
@@ -100,8 +126,8 @@ typedef struct rpc_lane {
 	int             nstarted;
 	pthread_mutex_t mu;
 	pthread_cond_t  cv;
-	rpc_ctx        *qhead;
-	rpc_ctx        *qtail;
+	rpc_job        *qhead;
+	rpc_job        *qtail;
 	int             qlen;
 	int             busy;
 	int             stop;
@@ -213,16 +239,22 @@ reject(cm_rpc_server *srv, cm_err err)
 	}
 }
 
-// Frees the call in progress and sends reply (or, when it cannot be
-// allocated, goes back to receiving: the client's deadline fires).
+// Frees what the job's request holds.
+static void
+job_clear(rpc_job *j)
+{
+	protobuf_c_message_free_unpacked(j->input, NULL);
+	threadgate__rpc__v1__request__free_unpacked(j->req, NULL);
+	j->input  = NULL;
+	j->req    = NULL;
+	j->method = NULL;
+}
+
+// Sends reply on c (or, when it cannot be allocated, goes back to
+// receiving: the client's deadline fires).
 static void
 ctx_reply(rpc_ctx *c, nng_msg *reply)
 {
-	protobuf_c_message_free_unpacked(c->input, NULL);
-	threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
-	c->input  = NULL;
-	c->req    = NULL;
-	c->method = NULL;
 	if (atomic_load(&c->srv->stopping)) {
 		nng_msg_free(reply);
 		return;
@@ -235,6 +267,38 @@ ctx_reply(rpc_ctx *c, nng_msg *reply)
 	c->sending = 1;
 	nng_aio_set_msg(c->aio, reply);
 	nng_ctx_send(c->ctx, c->aio);
+}
+
+static void batch_reply(rpc_ctx *c);
+
+// Answers job j: a plain request at once; a batch call by keeping its
+// packed Response for the batch reply, which the last one sends. rid may
+// point into j's request (freed here, after use).
+static void
+job_answer(rpc_job *j, cm_err st, const char *detail, const char *rid,
+    const uint8_t *payload, size_t len)
+{
+	rpc_ctx *c = j->ctx;
+	nng_msg *m;
+
+	if (j == &c->one) {
+		m = response_msg(st, detail, rid, payload, len);
+		job_clear(j);
+		ctx_reply(c, m);
+		return;
+	}
+	{
+		rpc_response resp;
+
+		response_fill(&resp, st, detail, rid, payload, len);
+		j->outlen = threadgate__rpc__v1__response__get_packed_size(&resp);
+		j->out    = cm_xmalloc(j->outlen);
+		threadgate__rpc__v1__response__pack(&resp, j->out);
+	}
+	job_clear(j);
+	if (atomic_fetch_sub(&c->pending, 1) == 1) {
+		batch_reply(c);
+	}
 }
 
 // ---------------------------------------------------------------------
@@ -346,27 +410,27 @@ obs_fini(cm_rpc_server *srv)
 // A request arrived on c: start its clock. The method is "unknown" until
 // the envelope names a known one.
 static void
-obs_begin(rpc_ctx *c)
+obs_begin(rpc_job *j)
 {
-	c->t0_us = mono_us();
-	c->midx  = c->srv->obs.nmethods - 1;
-	c->tp[0] = '\0';
-	cm_gauge_add(c->srv->obs.in_flight, 1);
+	j->t0_us = mono_us();
+	j->midx  = j->ctx->srv->obs.nmethods - 1;
+	j->tp[0] = '\0';
+	cm_gauge_add(j->ctx->srv->obs.in_flight, 1);
 }
 
-// The request on c is answered with st (rejected: refused before any
-// handler ran). Call before ctx_reply(): rid may point into the request.
+// Job j is answered with st (rejected: refused before any handler ran).
+// Call before job_answer(): rid may point into the request.
 static void
-obs_end(rpc_ctx *c, const char *rid, cm_err st, int rejected)
+obs_end(rpc_job *j, const char *rid, cm_err st, int rejected)
 {
-	rpc_obs *o  = &c->srv->obs;
-	int64_t  us = mono_us() - c->t0_us;
+	rpc_obs *o  = &j->ctx->srv->obs;
+	int64_t  us = mono_us() - j->t0_us;
 
 	if (!cm_err_valid((int) st)) {
 		st = CM_EINTERNAL;
 	}
-	cm_counter_inc(o->requests[c->midx * CM_ERR_COUNT + (size_t) st]);
-	cm_histogram_observe(o->duration[c->midx], (uint64_t) us);
+	cm_counter_inc(o->requests[j->midx * CM_ERR_COUNT + (size_t) st]);
+	cm_histogram_observe(o->duration[j->midx], (uint64_t) us);
 	if (rejected) {
 		cm_counter_inc(
 		    o->rejected[st == CM_ENOTSUP ? OBS_UNKNOWN_METHOD
@@ -375,9 +439,9 @@ obs_end(rpc_ctx *c, const char *rid, cm_err st, int rejected)
 	}
 	cm_gauge_add(o->in_flight, -1);
 	if (cm_log_enabled(CM_LOG_DEBUG)) {
-		cm_log_ctx_set(rid, c->tp);
+		cm_log_ctx_set(rid, j->tp);
 		cm_debug(rid, "rpc %s %s %lldus",
-		    obs_method_name(c->srv, c->midx), cm_err_label(st),
+		    obs_method_name(j->ctx->srv, j->midx), cm_err_label(st),
 		    (long long) us);
 		cm_log_ctx_clear();
 	}
@@ -385,10 +449,10 @@ obs_end(rpc_ctx *c, const char *rid, cm_err st, int rejected)
 
 // Keeps the envelope's traceparent when it is valid (else none).
 static void
-obs_trace(rpc_ctx *c)
+obs_trace(rpc_job *j)
 {
-	if (c->req->traceparent != NULL && c->req->traceparent[0] != '\0') {
-		(void) cm_traceparent_parse(c->req->traceparent, c->tp);
+	if (j->req->traceparent != NULL && j->req->traceparent[0] != '\0') {
+		(void) cm_traceparent_parse(j->req->traceparent, j->tp);
 	}
 }
 
@@ -536,17 +600,16 @@ cm_rpc_server_set_serving(cm_rpc_server *srv, int serving, const char *detail)
 	    serving ? "" : (detail != NULL ? detail : "not serving"));
 }
 
-// Answers a Health request on c from the last check's result.
+// Answers a Health request (job j) from the last check's result.
 static void
-health_reply(rpc_ctx *c, const char *rid)
+health_reply(rpc_job *j, const char *rid)
 {
-	cm_rpc_server                   *srv = c->srv;
+	cm_rpc_server                   *srv = j->ctx->srv;
 	Threadgate__Rpc__V1__HealthReply r =
 	    THREADGATE__RPC__V1__HEALTH_REPLY__INIT;
 	char     detail[CM_RPC_DETAIL_MAX];
 	uint8_t *buf;
 	size_t   len;
-	nng_msg *m;
 
 	pthread_mutex_lock(&srv->health.mu);
 	r.status = (Threadgate__Rpc__V1__ServingStatus) srv->health.status;
@@ -558,123 +621,223 @@ health_reply(rpc_ctx *c, const char *rid)
 	len       = threadgate__rpc__v1__health_reply__get_packed_size(&r);
 	buf       = cm_xmalloc(len);
 	threadgate__rpc__v1__health_reply__pack(&r, buf);
-	c->midx = srv->cfg.service->descriptor->n_methods;
-	obs_end(c, rid, CM_OK, 0);
-	m = response_msg(CM_OK, "", rid, buf, len);
+	j->midx = srv->cfg.service->descriptor->n_methods;
+	obs_end(j, rid, CM_OK, 0);
+	job_answer(j, CM_OK, "", rid, buf, len);
 	free(buf);
-	ctx_reply(c, m);
 }
 
-static cm_err enqueue(rpc_ctx *c, int lane);
+static cm_err enqueue(rpc_job *j, int lane);
 
-// Invokes the handler for the call in c with the given worker state (on
-// lane, or inline when lane is -1) and answers, unless the handler
-// offloaded the call.
+// Invokes the handler for job j with the given worker state (on lane, or
+// inline when lane is -1) and answers, unless the handler offloaded the
+// call.
 static void
-ctx_invoke(rpc_ctx *c, void *state, int index, int lane)
+job_invoke(rpc_job *j, void *state, int index, int lane)
 {
-	ProtobufCService *svc = c->srv->cfg.service;
+	ProtobufCService *svc = j->ctx->srv->cfg.service;
 	call_out          co  = { .offload_lane = -1 };
 
-	c->call.worker       = state;
-	c->call.worker_index = index;
-	c->call.blocking_ok  = (lane >= 0);
-	c->call.lane         = lane;
-	c->call.priv         = &co;
-	cm_log_ctx_set(c->call.request_id, c->call.traceparent);
-	svc->invoke(svc, (unsigned) (c->method - svc->descriptor->methods),
-	    c->input, handler_closure, &c->call);
+	j->call.worker       = state;
+	j->call.worker_index = index;
+	j->call.blocking_ok  = (lane >= 0);
+	j->call.lane         = lane;
+	j->call.priv         = &co;
+	cm_log_ctx_set(j->call.request_id, j->call.traceparent);
+	svc->invoke(svc, (unsigned) (j->method - svc->descriptor->methods),
+	    j->input, handler_closure, &j->call);
 	cm_log_ctx_clear();
 	if (co.offload_lane >= 0 && !co.called) {
-		cm_err err = enqueue(c, co.offload_lane);
+		cm_err err = enqueue(j, co.offload_lane);
 
 		if (err == CM_OK) {
 			return; // a lane thread answers
 		}
-		cm_rpc_fail(&c->call, CM_EUNAVAIL, "%s",
+		cm_rpc_fail(&j->call, CM_EUNAVAIL, "%s",
 		    err == CM_ETOOBIG ? "server overloaded, retry later"
 		                      : "server stopping");
 		co.called = 1;
 	}
 	if (!co.called) {
-		cm_rpc_fail(&c->call, CM_EINTERNAL, "%s did not answer",
-		    c->method->name);
+		cm_rpc_fail(&j->call, CM_EINTERNAL, "%s did not answer",
+		    j->method->name);
 	}
-	if (c->call.status != CM_OK) {
-		cm_debug(c->call.request_id, "rpc %s failed: %s (%s)",
-		    c->method->name, cm_strerror(c->call.status),
-		    c->call.detail);
+	if (j->call.status != CM_OK) {
+		cm_debug(j->call.request_id, "rpc %s failed: %s (%s)",
+		    j->method->name, cm_strerror(j->call.status),
+		    j->call.detail);
 	}
-	obs_end(c, c->call.request_id, c->call.status, 0);
-	ctx_reply(c,
-	    response_msg(c->call.status, c->call.detail, c->call.request_id,
-	        co.buf, co.len));
+	obs_end(j, j->call.request_id, j->call.status, 0);
+	job_answer(j, j->call.status, j->call.detail, j->call.request_id,
+	    co.buf, co.len);
 	free(co.buf);
 }
 
-// A request arrived on c: decode, check, dispatch.
+static void batch_request(rpc_job *j);
+
+// A request (len bytes of a packed Request) arrived for job j: decode,
+// check, dispatch. A Batch is taken apart when j is the context's plain
+// job (top level); inside a batch it is refused.
 static void
-ctx_request(rpc_ctx *c, nng_msg *msg)
+job_request(rpc_job *j, const uint8_t *data, size_t len)
 {
-	cm_rpc_server *srv = c->srv;
+	cm_rpc_server *srv = j->ctx->srv;
 	const char    *rid = "";
 	cm_err         err = CM_OK;
 	char           detail[CM_RPC_DETAIL_MAX];
 
-	obs_begin(c);
-	c->req = threadgate__rpc__v1__request__unpack(
-	    NULL, nng_msg_len(msg), nng_msg_body(msg));
-	nng_msg_free(msg);
-	if (c->req == NULL) {
+	obs_begin(j);
+	j->req = threadgate__rpc__v1__request__unpack(NULL, len, data);
+	if (j->req == NULL) {
 		reject(srv, CM_EINVAL);
-		obs_end(c, "", CM_EINVAL, 1);
-		ctx_reply(c,
-		    response_msg(CM_EINVAL, "undecodable request envelope", "",
-		        NULL, 0));
+		obs_end(j, "", CM_EINVAL, 1);
+		job_answer(j, CM_EINVAL, "undecodable request envelope", "",
+		    NULL, 0);
 		return;
 	}
-	if (strlen(c->req->request_id) <= CM_RID_MAX) {
-		rid = c->req->request_id;
+	if (strlen(j->req->request_id) <= CM_RID_MAX) {
+		rid = j->req->request_id;
 	}
-	obs_trace(c);
-	if (strcmp(c->req->method, CM_RPC_HEALTH_METHOD) == 0) {
-		health_reply(c, rid);
+	obs_trace(j);
+	if (strcmp(j->req->method, CM_RPC_HEALTH_METHOD) == 0) {
+		health_reply(j, rid);
 		return;
 	}
-	if (strlen(c->req->method) > CM_RPC_METHOD_MAX ||
-	    (c->method = protobuf_c_service_descriptor_get_method_by_name(
-	         srv->cfg.service->descriptor, c->req->method)) == NULL) {
+	if (strcmp(j->req->method, CM_RPC_BATCH_METHOD) == 0) {
+		if (j == &j->ctx->one) {
+			// Not a call of its own: its calls are counted.
+			cm_gauge_add(srv->obs.in_flight, -1);
+			batch_request(j);
+			return;
+		}
+		err = CM_EINVAL;
+		snprintf(detail, sizeof(detail), "a batch inside a batch");
+	} else if (strlen(j->req->method) > CM_RPC_METHOD_MAX ||
+	    (j->method = protobuf_c_service_descriptor_get_method_by_name(
+	         srv->cfg.service->descriptor, j->req->method)) == NULL) {
 		err = CM_ENOTSUP;
 		snprintf(detail, sizeof(detail), "unknown method \"%.64s\"",
-		    c->req->method);
-	} else if (c->req->deadline_unix_ms != 0 &&
-	    cm_now_ms() >= c->req->deadline_unix_ms) {
+		    j->req->method);
+	} else if (j->req->deadline_unix_ms != 0 &&
+	    cm_now_ms() >= j->req->deadline_unix_ms) {
 		err = CM_ETIMEDOUT;
 		snprintf(detail, sizeof(detail),
-		    "deadline passed before %s ran", c->method->name);
-	} else if ((c->input = protobuf_c_message_unpack(c->method->input,
-	                NULL, c->req->payload.len, c->req->payload.data)) ==
+		    "deadline passed before %s ran", j->method->name);
+	} else if ((j->input = protobuf_c_message_unpack(j->method->input,
+	                NULL, j->req->payload.len, j->req->payload.data)) ==
 	    NULL) {
 		err = CM_EINVAL;
 		snprintf(detail, sizeof(detail), "undecodable %s payload",
-		    c->method->name);
+		    j->method->name);
 	}
-	if (c->method != NULL) {
-		c->midx = (size_t) (c->method -
+	if (j->method != NULL) {
+		j->midx = (size_t) (j->method -
 		    srv->cfg.service->descriptor->methods);
 	}
 	if (err != CM_OK) {
 		reject(srv, err);
-		obs_end(c, rid, err, 1);
-		ctx_reply(c, response_msg(err, detail, rid, NULL, 0));
+		obs_end(j, rid, err, 1);
+		job_answer(j, err, detail, rid, NULL, 0);
 		return;
 	}
-	memset(&c->call, 0, sizeof(c->call));
-	c->call.request_id  = rid;
-	c->call.traceparent = c->tp;
-	c->call.deadline_ms = c->req->deadline_unix_ms;
-	c->call.status      = CM_OK;
-	ctx_invoke(c, c->state, c->index, -1);
+	memset(&j->call, 0, sizeof(j->call));
+	j->call.request_id  = rid;
+	j->call.traceparent = j->tp;
+	j->call.deadline_ms = j->req->deadline_unix_ms;
+	j->call.status      = CM_OK;
+	job_invoke(j, j->ctx->state, j->ctx->index, -1);
+}
+
+// The Batch envelope in the context's plain job: dispatches each call as
+// a job of the context's batch; the last one answered sends the reply
+// (batch_reply()). A batch that cannot be taken apart is answered as a
+// whole.
+static void
+batch_request(rpc_job *top)
+{
+	rpc_ctx                           *c = top->ctx;
+	Threadgate__Rpc__V1__BatchRequest *b;
+	char                               detail[CM_RPC_DETAIL_MAX];
+
+	b = threadgate__rpc__v1__batch_request__unpack(
+	    NULL, top->req->payload.len, top->req->payload.data);
+	job_clear(top);
+	if (b == NULL || b->n_calls == 0 || b->n_calls > CM_RPC_BATCH_MAX) {
+		snprintf(detail, sizeof(detail),
+		    b == NULL ? "undecodable batch"
+		              : "a batch holds 1 to %d calls",
+		    CM_RPC_BATCH_MAX);
+		threadgate__rpc__v1__batch_request__free_unpacked(b, NULL);
+		reject(c->srv, CM_EINVAL);
+		ctx_reply(c, response_msg(CM_EINVAL, detail, "", NULL, 0));
+		return;
+	}
+	if (c->batch == NULL) {
+		c->batch = cm_xcalloc(CM_RPC_BATCH_MAX, sizeof(rpc_job));
+	}
+	c->nbatch   = (int) b->n_calls;
+	c->admitted = 0;
+	atomic_store(&c->pending, c->nbatch + 1);
+	for (int i = 0; i < c->nbatch; i++) {
+		rpc_job *j = &c->batch[i];
+
+		j->ctx    = c;
+		j->out    = NULL;
+		j->outlen = 0;
+		j->method = NULL;
+		j->input  = NULL;
+		job_request(j, b->calls[i].data, b->calls[i].len);
+	}
+	threadgate__rpc__v1__batch_request__free_unpacked(b, NULL);
+	if (atomic_fetch_sub(&c->pending, 1) == 1) {
+		batch_reply(c);
+	}
+}
+
+// Every call of c's batch is answered: sends their replies in one
+// Response. Replies that would make it larger than CM_RPC_MAX_MSG are
+// left out, the largest first, and listed as unsent.
+static void
+batch_reply(rpc_ctx *c)
+{
+	Threadgate__Rpc__V1__BatchReply br =
+	    THREADGATE__RPC__V1__BATCH_REPLY__INIT;
+	ProtobufCBinaryData replies[CM_RPC_BATCH_MAX];
+	uint32_t            unsent[CM_RPC_BATCH_MAX];
+	// Room for the Response envelope around the BatchReply.
+	size_t   limit = CM_RPC_MAX_MSG - 1024;
+	size_t   len;
+	uint8_t *buf;
+
+	for (int i = 0; i < c->nbatch; i++) {
+		replies[i].data = c->batch[i].out;
+		replies[i].len  = c->batch[i].outlen;
+	}
+	br.n_replies = (size_t) c->nbatch;
+	br.replies   = replies;
+	br.unsent    = unsent;
+	while ((len = threadgate__rpc__v1__batch_reply__get_packed_size(&br)) >
+	    limit) {
+		int big = 0;
+
+		for (int i = 1; i < c->nbatch; i++) {
+			if (replies[i].len > replies[big].len) {
+				big = i;
+			}
+		}
+		replies[big].data       = NULL;
+		replies[big].len        = 0;
+		unsent[br.n_unsent++] = (uint32_t) big;
+	}
+	buf = cm_xmalloc(len);
+	threadgate__rpc__v1__batch_reply__pack(&br, buf);
+	for (int i = 0; i < c->nbatch; i++) {
+		free(c->batch[i].out);
+		c->batch[i].out = NULL;
+	}
+	c->nbatch = 0;
+	ctx_reply(c, response_msg(CM_OK, "", "", buf, len));
+	free(buf);
 }
 
 static void
@@ -682,6 +845,7 @@ ctx_cb(void *arg)
 {
 	rpc_ctx *c  = arg;
 	int      rv = nng_aio_result(c->aio);
+	nng_msg *m;
 
 	if (c->sending) {
 		c->sending = 0;
@@ -706,34 +870,41 @@ ctx_cb(void *arg)
 		nng_ctx_recv(c->ctx, c->aio);
 		return;
 	}
-	ctx_request(c, nng_aio_get_msg(c->aio));
+	m = nng_aio_get_msg(c->aio);
+	nng_aio_set_msg(c->aio, NULL);
+	job_request(&c->one, nng_msg_body(m), nng_msg_len(m));
+	nng_msg_free(m);
 }
 
 cm_err
 cm_rpc_offload(cm_rpc_call *call, int lane)
 {
-	rpc_ctx  *c  = (rpc_ctx *) ((char *) call - offsetof(rpc_ctx, call));
+	rpc_job  *j  = (rpc_job *) ((char *) call - offsetof(rpc_job, call));
 	call_out *co = call->priv;
 
-	// Only marks the call: ctx_invoke() queues it once the handler has
+	// Only marks the call: job_invoke() queues it once the handler has
 	// returned, so a lane thread never touches a call whose inline
 	// handler is still on the stack.
-	if (call->blocking_ok || lane < 0 || lane >= c->srv->cfg.nlanes) {
+	if (call->blocking_ok || lane < 0 || lane >= j->ctx->srv->cfg.nlanes) {
 		return (CM_EINVAL);
 	}
-	if (atomic_load(&c->srv->stopping)) {
+	if (atomic_load(&j->ctx->srv->stopping)) {
 		return (CM_EUNAVAIL);
 	}
 	co->offload_lane = lane;
 	return (CM_OK);
 }
 
-// Queues c on a lane: CM_ETOOBIG when its queue is full, CM_EUNAVAIL
-// when the server is stopping.
+// Queues j on a lane: CM_ETOOBIG when its queue is full, CM_EUNAVAIL
+// when the server is stopping. The bound counts requests: a batch is
+// admitted to a lane by its first call for it, and its other calls follow
+// (at most CM_RPC_BATCH_MAX - 1 beyond the bound per context).
 static cm_err
-enqueue(rpc_ctx *c, int lane)
+enqueue(rpc_job *j, int lane)
 {
-	rpc_lane *l = &c->srv->lanes[lane];
+	rpc_ctx  *c     = j->ctx;
+	rpc_lane *l     = &c->srv->lanes[lane];
+	int       batch = j != &c->one;
 
 	pthread_mutex_lock(&l->mu);
 	if (l->stop) {
@@ -742,17 +913,21 @@ enqueue(rpc_ctx *c, int lane)
 	}
 	// Calls wait only while every thread is busy; beyond queue_max of
 	// them the lane cannot drain the queue before the callers give up.
-	if (l->qlen >= l->queue_max) {
+	if (l->qlen >= l->queue_max &&
+	    !(batch && (c->admitted & (1u << lane)) != 0)) {
 		pthread_mutex_unlock(&l->mu);
 		return (CM_ETOOBIG);
 	}
-	c->next = NULL;
-	if (l->qtail != NULL) {
-		l->qtail->next = c;
-	} else {
-		l->qhead = c;
+	if (batch) {
+		c->admitted |= 1u << lane;
 	}
-	l->qtail = c;
+	j->next = NULL;
+	if (l->qtail != NULL) {
+		l->qtail->next = j;
+	} else {
+		l->qhead = j;
+	}
+	l->qtail = j;
 	l->qlen++;
 	pthread_cond_signal(&l->cv);
 	pthread_mutex_unlock(&l->mu);
@@ -800,7 +975,7 @@ lane_main(void *arg)
 	}
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
-		rpc_ctx *c;
+		rpc_job *j;
 
 		while (l->qhead == NULL && !l->stop) {
 			pthread_cond_wait(&l->cv, &l->mu);
@@ -808,8 +983,8 @@ lane_main(void *arg)
 		if (l->stop) {
 			break;
 		}
-		c        = l->qhead;
-		l->qhead = c->next;
+		j        = l->qhead;
+		l->qhead = j->next;
 		if (l->qhead == NULL) {
 			l->qtail = NULL;
 		}
@@ -817,17 +992,16 @@ lane_main(void *arg)
 		l->busy++;
 		pthread_mutex_unlock(&l->mu);
 
-		if (c->call.deadline_ms != 0 &&
-		    cm_now_ms() >= c->call.deadline_ms) {
-			obs_end(c, c->call.request_id, CM_ETIMEDOUT, 1);
-			ctx_reply(c,
-			    response_msg(CM_ETIMEDOUT,
-			        "deadline passed while queued",
-			        c->call.request_id, NULL, 0));
+		if (j->call.deadline_ms != 0 &&
+		    cm_now_ms() >= j->call.deadline_ms) {
+			obs_end(j, j->call.request_id, CM_ETIMEDOUT, 1);
+			job_answer(j, CM_ETIMEDOUT,
+			    "deadline passed while queued", j->call.request_id,
+			    NULL, 0);
 		} else {
-			c->call.status    = CM_OK;
-			c->call.detail[0] = '\0';
-			ctx_invoke(c, l->state[la.thread], l->base + la.thread,
+			j->call.status    = CM_OK;
+			j->call.detail[0] = '\0';
+			job_invoke(j, l->state[la.thread], l->base + la.thread,
 			    l->index);
 		}
 		pthread_mutex_lock(&l->mu);
@@ -870,8 +1044,14 @@ server_free(cm_rpc_server *srv)
 		rpc_ctx *c = &srv->ctxs[i];
 
 		// Calls still queued for a lane were never answered.
-		protobuf_c_message_free_unpacked(c->input, NULL);
-		threadgate__rpc__v1__request__free_unpacked(c->req, NULL);
+		job_clear(&c->one);
+		if (c->batch != NULL) {
+			for (int k = 0; k < CM_RPC_BATCH_MAX; k++) {
+				job_clear(&c->batch[k]);
+				free(c->batch[k].out);
+			}
+			free(c->batch);
+		}
 		if (c->aio != NULL) {
 			nng_aio_free(c->aio);
 		}
@@ -987,8 +1167,9 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	for (int i = 0; i < cfg->nworkers; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 
-		c->srv   = srv;
-		c->index = i;
+		c->srv    = srv;
+		c->index  = i;
+		c->one.ctx = c;
 		if ((rv = nng_ctx_open(&c->ctx, srv->sock)) != 0 ||
 		    (rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0) {
 			err = cm_err_from_nng(rv);

@@ -77,6 +77,12 @@
 #define CM_RPC_MAX_LANES 4
 // The method name of the Health rpc every server answers itself.
 #define CM_RPC_HEALTH_METHOD "Health"
+// The method name of a batch of calls in one message (BatchRequest in
+// rpc.proto), which every server takes apart itself.
+#define CM_RPC_BATCH_METHOD "Batch"
+// Most calls one Batch carries: enough to make a message's cost small
+// next to its calls', few enough that one slow call holds back little.
+#define CM_RPC_BATCH_MAX 32
 // Default time between two runs of a server's health callback, ms: a
 // failing dependency is noticed within a second, and a check costs at
 // most one ping a second.
