@@ -291,8 +291,9 @@ job_answer(rpc_job *j, cm_err st, const char *detail, const char *rid,
 		rpc_response resp;
 
 		response_fill(&resp, st, detail, rid, payload, len);
-		j->outlen = threadgate__rpc__v1__response__get_packed_size(&resp);
-		j->out    = cm_xmalloc(j->outlen);
+		j->outlen =
+		    threadgate__rpc__v1__response__get_packed_size(&resp);
+		j->out = cm_xmalloc(j->outlen);
 		threadgate__rpc__v1__response__pack(&resp, j->out);
 	}
 	job_clear(j);
@@ -691,8 +692,8 @@ job_request(rpc_job *j, const uint8_t *data, size_t len)
 	if (j->req == NULL) {
 		reject(srv, CM_EINVAL);
 		obs_end(j, "", CM_EINVAL, 1);
-		job_answer(j, CM_EINVAL, "undecodable request envelope", "",
-		    NULL, 0);
+		job_answer(
+		    j, CM_EINVAL, "undecodable request envelope", "", NULL, 0);
 		return;
 	}
 	if (strlen(j->req->request_id) <= CM_RID_MAX) {
@@ -825,8 +826,8 @@ batch_reply(rpc_ctx *c)
 				big = i;
 			}
 		}
-		replies[big].data       = NULL;
-		replies[big].len        = 0;
+		replies[big].data     = NULL;
+		replies[big].len      = 0;
 		unsent[br.n_unsent++] = (uint32_t) big;
 	}
 	buf = cm_xmalloc(len);
@@ -1167,8 +1168,8 @@ cm_rpc_server_start(const cm_rpc_server_config *cfg, cm_rpc_server **out)
 	for (int i = 0; i < cfg->nworkers; i++) {
 		rpc_ctx *c = &srv->ctxs[i];
 
-		c->srv    = srv;
-		c->index  = i;
+		c->srv     = srv;
+		c->index   = i;
 		c->one.ctx = c;
 		if ((rv = nng_ctx_open(&c->ctx, srv->sock)) != 0 ||
 		    (rv = nng_aio_alloc(&c->aio, ctx_cb, c)) != 0) {

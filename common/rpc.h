@@ -83,6 +83,8 @@
 // Most calls one Batch carries: enough to make a message's cost small
 // next to its calls', few enough that one slow call holds back little.
 #define CM_RPC_BATCH_MAX 32
+// Largest batch window of a client (cm_rpc_client_opts.batch_window).
+#define CM_RPC_BATCH_WINDOW_MAX 64
 // Default time between two runs of a server's health callback, ms: a
 // failing dependency is noticed within a second, and a check costs at
 // most one ping a second.
@@ -298,6 +300,18 @@ typedef struct cm_rpc_client_opts {
 	int               resolve_ms; // CM_RPC_RESOLVE_MS
 	cm_rpc_resolve_fn resolve;    // NULL: getaddrinfo()
 	void             *resolve_arg;
+	// Batching (0 = off; 1..CM_RPC_BATCH_WINDOW_MAX): while every
+	// healthy replica has this many messages of short calls out (long
+	// calls do not count: a point read never waits for a scan), new
+	// calls started with cm_rpc_call_opts.batch wait in the client and
+	// leave together, up to CM_RPC_BATCH_MAX in one Batch message, as
+	// soon as such a message comes back. Below that load nothing waits,
+	// so a lone call's latency is unchanged; under load a message's
+	// fixed cost (nng's thread hops, a few syscalls on each side) is
+	// shared by its calls. The calls of a batch are answered together:
+	// one slow call holds back the others, so only short calls should
+	// ask for it.
+	int batch_window;
 } cm_rpc_client_opts;
 
 /**
@@ -370,6 +384,11 @@ typedef struct cm_rpc_call_opts {
 	int      timeout_ms;     // the whole call, every attempt; > 0
 	int      idempotent;     // see above
 	uint64_t affinity;       // see above
+	// 1: the call is short (a point read) and may wait to share a
+	// message with others when the client batches (see
+	// cm_rpc_client_opts.batch_window); only idempotent calls without
+	// affinity are batched.
+	int batch;
 } cm_rpc_call_opts;
 
 /**
@@ -422,6 +441,7 @@ typedef struct cm_rpc_replica_stat {
 	uint64_t sent;                // attempts sent to it
 	uint64_t answered;            // replies received from it
 	uint64_t resent;              // calls re-sent elsewhere from it
+	uint64_t batched;             // calls sent in batches of 2 or more
 } cm_rpc_replica_stat;
 
 /**

@@ -123,13 +123,18 @@ struct rpc_op {
 	size_t         cap;
 	uint8_t       *pbuf; // the packed payload of typed calls
 	size_t         pcap;
-	int64_t        deadline; // monotonic ms
+	int64_t        deadline;      // monotonic ms
+	int64_t        deadline_unix; // the envelope's, Unix ms
 	int            idempotent;
+	int            batch; // may wait for a batch (cm_rpc_call_opts)
 	uint64_t       affinity;
 	uint64_t       pin;                     // probes: only this replica id
 	uint64_t       tried[RPC_MAX_ATTEMPTS]; // replica of each attempt
 	int            ntried;                  // attempts so far
 	int            abandon;                 // ABANDON_*, under c->mu
+	// Why flush_locked() could not place it, and the words for it.
+	cm_err      qerr;
+	const char *qdetail;
 	// Completion: typed (desc + typed_done) or raw.
 	const ProtobufCMessageDescriptor *desc;
 	cm_rpc_done_fn                    typed_done;
@@ -137,7 +142,9 @@ struct rpc_op {
 	void                             *arg;
 	char                              method[CM_RPC_METHOD_MAX + 1];
 	char                              rid[CM_RID_MAX + 1];
-	rpc_op                           *next; // pool
+	// The pool's link; while the call is live, the client's batch queue
+	// and then the chain of calls of its slot.
+	rpc_op *next;
 };
 
 // One nng context of a replica's socket and its aio: SEND -> RECV.
@@ -146,11 +153,16 @@ struct rpc_slot {
 	nng_ctx      ctx;
 	nng_aio     *aio;
 	// Under c->mu (the callback reads its own recv without it):
-	rpc_op   *op;    // the call on it; NULL when free
-	int       recv;  // 1 once the receive is posted
+	rpc_op   *op;       // the call on it (the first of a batch) or NULL
+	int       nops;     // calls on it: 1, or a batch chained by op->next
+	int       batch;    // its calls are short ones: r->busy counts it
+	int64_t   deadline; // the latest of its calls', monotonic ms
+	int       recv;     // 1 once the receive is posted
 	int64_t   t0;    // when the send was booked, then the receive posted
 	unsigned  epoch; // r->epoch when the send was booked
 	rpc_slot *next;  // free list
+	uint8_t  *bbuf;  // a batch's packed BatchRequest
+	size_t    bcap;
 };
 
 // One server of the set: its own socket, dialer and slots.
@@ -165,7 +177,11 @@ struct rpc_replica {
 	atomic_int     npipes; // connections up (0 or 1)
 	atomic_uint    epoch;  // connections lost so far
 	// Under c->mu:
-	int        inflight;
+	int inflight; // calls at it
+	// Messages of short calls (cm_rpc_call_opts.batch) at it: what the
+	// batch window counts. A long call out does not make a point read
+	// wait for it.
+	int        busy;
 	int        stalled;
 	int        serving; // last Health answer was not NOT_SERVING
 	int        probing;
@@ -180,6 +196,7 @@ struct rpc_replica {
 	uint64_t   sent;
 	uint64_t   answered;
 	uint64_t   resent;
+	uint64_t   batched;
 };
 
 // One entry of the URL list.
@@ -212,6 +229,9 @@ struct cm_rpc_client {
 	uint64_t     next_id;
 	unsigned     rr; // rotating start for least-loaded ties
 	rpc_op      *ops;
+	// Calls waiting for a replica with a free window (batching): FIFO.
+	rpc_op *qhead;
+	rpc_op *qtail;
 };
 
 // ---------------------------------------------------------------------
@@ -424,6 +444,7 @@ replica_free(rpc_replica *r)
 	nng_close(r->sock);
 	for (size_t i = 0; i < r->nslots; i++) {
 		nng_aio_free(r->slots[i]->aio);
+		free(r->slots[i]->bbuf);
 		free(r->slots[i]);
 	}
 	free(r->slots);
@@ -623,13 +644,42 @@ choose(cm_rpc_client *c, const rpc_op *op, int64_t now, int revisit)
 	return (best);
 }
 
+// Books op's next attempt on r: a slot, the counts. NULL when nng cannot
+// make a context. Under c->mu.
+static rpc_slot *
+book(cm_rpc_client *c, rpc_replica *r, rpc_op *op, int64_t now)
+{
+	rpc_slot *s = slot_take(r);
+
+	(void) c;
+	if (s == NULL) {
+		return (NULL);
+	}
+	if (r->inflight++ == 0) {
+		// An idle replica's silence says nothing: start counting now.
+		r->last_progress = now;
+	}
+	r->busy += op->batch;
+	r->sent++;
+	s->op                   = op;
+	s->nops                 = 1;
+	s->batch                = op->batch;
+	s->deadline             = op->deadline;
+	s->recv                 = 0;
+	s->t0                   = now;
+	s->epoch                = atomic_load(&r->epoch);
+	op->next                = NULL;
+	op->abandon             = ABANDON_NONE;
+	op->tried[op->ntried++] = r->id;
+	return (s);
+}
+
 // Picks the replica and slot of op's next attempt and books it; NULL when
 // there is none. Under c->mu.
 static rpc_slot *
 attempt_prepare(cm_rpc_client *c, rpc_op *op, int64_t now)
 {
 	rpc_replica *r;
-	rpc_slot    *s;
 
 	if (op->ntried >= RPC_MAX_ATTEMPTS) {
 		return (NULL);
@@ -638,29 +688,15 @@ attempt_prepare(cm_rpc_client *c, rpc_op *op, int64_t now)
 	if (r == NULL && op->ntried > 0) {
 		r = choose(c, op, now, 1);
 	}
-	if (r == NULL || (s = slot_take(r)) == NULL) {
-		return (NULL);
-	}
-	if (r->inflight++ == 0) {
-		// An idle replica's silence says nothing: start counting now.
-		r->last_progress = now;
-	}
-	r->sent++;
-	s->op                   = op;
-	s->recv                 = 0;
-	s->t0                   = now;
-	s->epoch                = atomic_load(&r->epoch);
-	op->abandon             = ABANDON_NONE;
-	op->tried[op->ntried++] = r->id;
-	return (s);
+	return (r != NULL ? book(c, r, op, now) : NULL);
 }
 
 // Sends m (stolen) for the attempt booked on s. Outside c->mu; the
 // caller has counted itself in c->sending.
 static void
-attempt_send(rpc_slot *s, rpc_op *op, nng_msg *m, int64_t now)
+attempt_send(rpc_slot *s, nng_msg *m, int64_t now)
 {
-	int64_t wait = op->deadline - now;
+	int64_t wait = s->deadline - now;
 
 	if (wait < 1) {
 		wait = 1;
@@ -708,6 +744,7 @@ op_get_locked(cm_rpc_client *c)
 	op->pin        = 0;
 	op->affinity   = 0;
 	op->idempotent = 0;
+	op->batch      = 0;
 	op->desc       = NULL;
 	op->typed_done = NULL;
 	op->raw_done   = NULL;
@@ -773,6 +810,7 @@ op_pack(rpc_op *op, const char *method, const char *rid, const char *tp,
 	req.method           = op->method;
 	req.request_id       = op->rid;
 	req.deadline_unix_ms = deadline_unix;
+	op->deadline_unix    = deadline_unix;
 	req.payload.data     = (uint8_t *) payload;
 	req.payload.len      = plen;
 	op->len = threadgate__rpc__v1__request__get_packed_size(&req);
@@ -812,33 +850,243 @@ op_finish(rpc_op *op, const rpc_result *res)
 	}
 }
 
-// Starts op's first attempt. CM_OK: its completion will run; else the op
-// is back in the pool and nothing runs.
+// ---------------------------------------------------------------------
+// Batching
+// ---------------------------------------------------------------------
+
+// Whether op may wait in the client's queue to go out in a batch: a first
+// attempt of a call that asked for it, idempotent (a batch that stalls is
+// re-sent whole; a write must not be) and placed by load, while the
+// client batches at all.
+static int
+batchable(const cm_rpc_client *c, const rpc_op *op)
+{
+	return (c->opts.batch_window > 0 && op->batch && op->idempotent &&
+	    op->affinity == 0 && op->pin == 0 && op->ntried == 0);
+}
+
+static void
+queue_push(cm_rpc_client *c, rpc_op *op)
+{
+	op->next = NULL;
+	if (c->qtail != NULL) {
+		c->qtail->next = op;
+	} else {
+		c->qhead = op;
+	}
+	c->qtail = op;
+}
+
+static rpc_op *
+queue_pop(cm_rpc_client *c)
+{
+	rpc_op *op = c->qhead;
+
+	c->qhead = op->next;
+	if (c->qhead == NULL) {
+		c->qtail = NULL;
+	}
+	op->next = NULL;
+	return (op);
+}
+
+// The healthy replica with the fewest short-call messages out, below the
+// batch window; NULL when none. *healthy: some replica is healthy at all.
+// Under c->mu.
+static rpc_replica *
+roomy(cm_rpc_client *c, int64_t now, int *healthy)
+{
+	rpc_replica *best = NULL;
+
+	*healthy = 0;
+	for (int i = 0; i < c->nreps; i++) {
+		rpc_replica *r = c->reps[i];
+
+		if (r->removed || tier(r, now) != 0) {
+			continue;
+		}
+		*healthy = 1;
+		if (r->busy < c->opts.batch_window &&
+		    (best == NULL || r->busy < best->busy ||
+		        (r->busy == best->busy &&
+		            r->inflight < best->inflight))) {
+			best = r;
+		}
+	}
+	return (best);
+}
+
+// Moves queued calls out, oldest first: onto healthy replicas with a
+// free window, up to CM_RPC_BATCH_MAX calls a message (slots to send
+// added to *sends, chained by next); one by one wherever
+// attempt_prepare() puts them when no replica is healthy (nothing would
+// flush them); to *fails (chained by next, with qerr set) when expired,
+// closing or unplaceable. Stops while every healthy replica is at its
+// window: the next completion flushes. Under c->mu.
+static void
+flush_locked(cm_rpc_client *c, int64_t now, rpc_slot **sends, rpc_op **fails)
+{
+	while (c->qhead != NULL) {
+		rpc_op      *op = c->qhead;
+		rpc_op      *tail;
+		rpc_replica *r;
+		rpc_slot    *s;
+		int          healthy;
+
+		op->qerr    = c->closing     ? CM_EUNAVAIL
+		       : op->deadline <= now ? CM_ETIMEDOUT
+		                             : CM_OK;
+		op->qdetail = c->closing
+		    ? "rpc client closed while the call waited to be sent"
+		    : "upstream deadline passed while the call waited to be "
+		      "sent";
+		r = op->qerr == CM_OK ? roomy(c, now, &healthy) : NULL;
+		if (op->qerr == CM_OK && r == NULL && healthy) {
+			return;
+		}
+		op = queue_pop(c);
+		s  = op->qerr != CM_OK ? NULL
+		     : r != NULL       ? book(c, r, op, now)
+		                       : attempt_prepare(c, op, now);
+		if (s == NULL) {
+			if (op->qerr == CM_OK) {
+				op->qerr    = CM_EUNAVAIL;
+				op->qdetail = "upstream not reachable";
+			}
+			op->next = *fails;
+			*fails   = op;
+			continue;
+		}
+		for (tail = op; r != NULL && s->nops < CM_RPC_BATCH_MAX &&
+		     c->qhead != NULL && c->qhead->deadline > now;
+		     tail = tail->next) {
+			rpc_op *o = queue_pop(c);
+
+			o->abandon            = ABANDON_NONE;
+			o->tried[o->ntried++] = r->id;
+			tail->next            = o;
+			r->inflight++;
+			r->sent++;
+			s->nops++;
+			if (o->deadline > s->deadline) {
+				s->deadline = o->deadline;
+			}
+		}
+		if (s->nops > 1) {
+			r->batched += (uint64_t) s->nops;
+		}
+		atomic_fetch_add(&c->sending, 1);
+		s->next = *sends;
+		*sends  = s;
+	}
+}
+
+// A new message holding s's calls as one Batch, or NULL.
+static nng_msg *
+batch_msg(rpc_slot *s)
+{
+	Threadgate__Rpc__V1__BatchRequest br =
+	    THREADGATE__RPC__V1__BATCH_REQUEST__INIT;
+	rpc_request         env = THREADGATE__RPC__V1__REQUEST__INIT;
+	ProtobufCBinaryData calls[CM_RPC_BATCH_MAX];
+	rpc_op             *op = s->op;
+	nng_msg            *m  = NULL;
+	size_t              len;
+
+	for (int i = 0; i < s->nops; i++, op = op->next) {
+		calls[i].data = op->buf;
+		calls[i].len  = op->len;
+		if (op->deadline_unix > env.deadline_unix_ms) {
+			env.deadline_unix_ms = op->deadline_unix;
+		}
+	}
+	br.n_calls = (size_t) s->nops;
+	br.calls   = calls;
+	len        = threadgate__rpc__v1__batch_request__get_packed_size(&br);
+	grow(&s->bbuf, &s->bcap, len);
+	threadgate__rpc__v1__batch_request__pack(&br, s->bbuf);
+	env.method       = (char *) CM_RPC_BATCH_METHOD;
+	env.payload.data = s->bbuf;
+	env.payload.len  = len;
+	if (nng_msg_alloc(&m,
+	        threadgate__rpc__v1__request__get_packed_size(&env)) != 0) {
+		return (NULL);
+	}
+	threadgate__rpc__v1__request__pack(&env, nng_msg_body(m));
+	return (m);
+}
+
+// Sends the slots flush_locked() booked (outside c->mu) and completes the
+// calls it could not place.
+static void
+flush_send(rpc_slot *sends, rpc_op *fails, int64_t now)
+{
+	while (sends != NULL) {
+		rpc_slot *s = sends;
+		nng_msg  *m;
+
+		sends = s->next;
+		m     = s->nops > 1 ? batch_msg(s) : op_msg(s->op);
+		if (m == NULL) {
+			// Let the send fail as undelivered.
+			nng_msg_alloc(&m, 0);
+		}
+		attempt_send(s, m, now);
+		atomic_fetch_sub(&s->r->c->sending, 1);
+	}
+	while (fails != NULL) {
+		rpc_op    *op  = fails;
+		rpc_result res = { .st = op->qerr, .detail = op->qdetail };
+
+		fails = op->next;
+		op_finish(op, &res);
+	}
+}
+
+// Starts op's first attempt - or queues it for a batch while every
+// healthy replica has its window of messages out. CM_OK: its completion
+// will run; else the op is back in the pool and nothing runs.
 static cm_err
 op_start(cm_rpc_client *c, rpc_op *op)
 {
 	int64_t   now = cm_mono_ms();
-	nng_msg  *m   = op_msg(op);
+	nng_msg  *m   = NULL;
 	rpc_slot *s   = NULL;
+	int       healthy;
 
-	if (m == NULL) {
-		op_put(c, op);
-		return (CM_EINTERNAL);
-	}
 	pthread_mutex_lock(&c->mu);
-	if (!c->closing) {
-		s = attempt_prepare(c, op, now);
+	if (c->closing) {
+		pthread_mutex_unlock(&c->mu);
+		op_put(c, op);
+		return (CM_EUNAVAIL);
 	}
+	if (batchable(c, op) &&
+	    (c->qhead != NULL ||
+	        (roomy(c, now, &healthy) == NULL && healthy))) {
+		rpc_slot *sends = NULL;
+		rpc_op   *fails = NULL;
+
+		queue_push(c, op);
+		flush_locked(c, now, &sends, &fails);
+		pthread_mutex_unlock(&c->mu);
+		flush_send(sends, fails, now);
+		return (CM_OK);
+	}
+	s = attempt_prepare(c, op, now);
 	if (s != NULL) {
 		atomic_fetch_add(&c->sending, 1);
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (s == NULL) {
-		nng_msg_free(m);
 		op_put(c, op);
 		return (CM_EUNAVAIL);
 	}
-	attempt_send(s, op, m, now);
+	m = op_msg(op);
+	if (m == NULL) {
+		// Let the send fail as undelivered.
+		nng_msg_alloc(&m, 0);
+	}
+	attempt_send(s, m, now);
 	atomic_fetch_sub(&c->sending, 1);
 	return (CM_OK);
 }
@@ -907,51 +1155,120 @@ typedef enum {
 	OUT_DONE,        // final: res says how
 	OUT_UNDELIVERED, // no replica took it: may go anywhere else
 	OUT_AMBIGUOUS,   // may have run: only idempotent calls go elsewhere
+	OUT_ALONE,       // ran, reply did not fit a batch: again, alone
 } rpc_outcome;
+
+// The result of one call of a message that was answered: item is its
+// Response (NULL: undecodable).
+static void
+result_of(const rpc_response *item, rpc_result *res, rpc_outcome *out)
+{
+	res->answered = 1;
+	if (item == NULL || !cm_err_valid((int) item->status)) {
+		res->st     = CM_EINTERNAL;
+		res->detail = "undecodable reply from upstream";
+		return;
+	}
+	res->st = (cm_err) item->status;
+	res->detail =
+	    item->detail[0] != '\0' ? item->detail : cm_strerror(res->st);
+	res->payload = item->payload.data;
+	res->len     = item->payload.len;
+	if (res->st == CM_EUNAVAIL) {
+		// Database down, lanes full, stopping: maybe run, maybe not,
+		// as far as we know.
+		*out = OUT_AMBIGUOUS;
+	}
+}
+
+// What each call of an answered batch got: the batch's reply taken apart
+// into items (freed by the caller), or the envelope's error for all.
+static void
+batch_results(const rpc_response *resp, int n, rpc_result *res,
+    rpc_outcome *out, rpc_response **items,
+    Threadgate__Rpc__V1__BatchReply **brp)
+{
+	Threadgate__Rpc__V1__BatchReply *br = NULL;
+
+	if (resp != NULL &&
+	    resp->status == THREADGATE__RPC__V1__STATUS__STATUS_OK) {
+		br = threadgate__rpc__v1__batch_reply__unpack(
+		    NULL, resp->payload.len, resp->payload.data);
+	}
+	*brp = br;
+	if (br == NULL || br->n_replies != (size_t) n) {
+		for (int i = 0; i < n; i++) {
+			result_of(br != NULL ? NULL : resp, &res[i], &out[i]);
+		}
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		items[i] = threadgate__rpc__v1__response__unpack(
+		    NULL, br->replies[i].len, br->replies[i].data);
+		result_of(items[i], &res[i], &out[i]);
+	}
+	for (size_t k = 0; k < br->n_unsent; k++) {
+		uint32_t i = br->unsent[k];
+
+		if (i < (uint32_t) n) {
+			// It ran, but its reply did not fit: once more,
+			// alone (only idempotent calls are batched).
+			res[i].st     = CM_EUNAVAIL;
+			res[i].detail = "batched reply too large";
+			out[i]        = OUT_ALONE;
+		}
+	}
+}
 
 static void
 slot_cb(void *arg)
 {
-	rpc_slot      *s    = arg;
-	rpc_replica   *r    = s->r;
-	cm_rpc_client *c    = r->c;
-	rpc_op        *op   = s->op;
-	int            rv   = nng_aio_result(s->aio);
-	int64_t        now  = cm_mono_ms();
-	rpc_response  *resp = NULL;
-	rpc_slot      *ns   = NULL;
-	nng_msg       *m    = NULL;
-	rpc_result     res  = { .st = CM_OK };
-	rpc_outcome    out  = OUT_DONE;
-	char           detail[CM_RPC_DETAIL_MAX];
-	char           from[CM_RPC_URL_MAX];
+	rpc_slot                        *s     = arg;
+	rpc_replica                     *r     = s->r;
+	cm_rpc_client                   *c     = r->c;
+	int                              n     = s->nops;
+	int                              rv    = nng_aio_result(s->aio);
+	int64_t                          now   = cm_mono_ms();
+	rpc_response                    *resp  = NULL;
+	rpc_slot                        *sends = NULL;
+	rpc_op                          *fails = NULL;
+	Threadgate__Rpc__V1__BatchReply *br    = NULL;
+	rpc_op                          *ops[CM_RPC_BATCH_MAX];
+	rpc_response                    *items[CM_RPC_BATCH_MAX];
+	rpc_slot                        *ns[CM_RPC_BATCH_MAX];
+	nng_msg                         *m[CM_RPC_BATCH_MAX];
+	rpc_result                       res[CM_RPC_BATCH_MAX];
+	rpc_outcome                      out[CM_RPC_BATCH_MAX];
+	char                             from[CM_RPC_URL_MAX];
+	rpc_result                       all  = { .st = CM_OK };
+	rpc_outcome                      aout = OUT_DONE;
 
 	if (!s->recv) {
 		if (rv == 0) {
 			pthread_mutex_lock(&c->mu);
-			if (!c->closing && op->deadline > now) {
+			if (!c->closing && s->deadline > now) {
 				// Posted under the lock: the watchdog only
 				// cancels receives it has seen posted.
 				s->recv = 1;
 				s->t0   = now;
 				nng_aio_set_timeout(s->aio,
-				    (nng_duration) (op->deadline - now));
+				    (nng_duration) (s->deadline - now));
 				nng_ctx_recv(s->ctx, s->aio);
 				pthread_mutex_unlock(&c->mu);
 				return;
 			}
 			pthread_mutex_unlock(&c->mu);
-			res.st     = c->closing ? CM_EUNAVAIL : CM_ETIMEDOUT;
-			res.detail = "upstream deadline passed";
+			all.st     = c->closing ? CM_EUNAVAIL : CM_ETIMEDOUT;
+			all.detail = "upstream deadline passed";
 		} else {
 			// A REQ send completes when a connection takes the
 			// message; failing means none did: the replica is
 			// down or unreachable, not slow.
 			nng_msg_free(nng_aio_get_msg(s->aio));
 			nng_aio_set_msg(s->aio, NULL);
-			res.st     = CM_EUNAVAIL;
-			res.detail = "upstream not reachable";
-			out        = OUT_UNDELIVERED;
+			all.st     = CM_EUNAVAIL;
+			all.detail = "upstream not reachable";
+			aout       = OUT_UNDELIVERED;
 		}
 	} else if (rv == 0) {
 		nng_msg *msg = nng_aio_get_msg(s->aio);
@@ -959,81 +1276,106 @@ slot_cb(void *arg)
 		resp = threadgate__rpc__v1__response__unpack(
 		    NULL, nng_msg_len(msg), nng_msg_body(msg));
 		nng_msg_free(msg);
-		res.answered = 1;
-		if (resp == NULL || !cm_err_valid((int) resp->status)) {
-			res.st     = CM_EINTERNAL;
-			res.detail = "undecodable reply from upstream";
-		} else {
-			res.st = (cm_err) resp->status;
-			snprintf(detail, sizeof(detail), "%s",
-			    resp->detail[0] != '\0' ? resp->detail
-			                            : cm_strerror(res.st));
-			res.detail  = detail;
-			res.payload = resp->payload.data;
-			res.len     = resp->payload.len;
-			if (res.st == CM_EUNAVAIL) {
-				// Database down, lanes full, stopping: maybe
-				// run, maybe not, as far as we know.
-				out = OUT_AMBIGUOUS;
-			}
-		}
 	} else if (rv == NNG_ETIMEDOUT) {
-		res.st     = CM_ETIMEDOUT;
-		res.detail = "upstream did not answer in time";
+		all.st     = CM_ETIMEDOUT;
+		all.detail = "upstream did not answer in time";
 	} else {
 		// ECONNRESET (the connection dropped with the request out),
 		// ECANCELED (the watchdog gave up on it, or the client is
 		// closing), ECLOSED.
-		res.st     = CM_EUNAVAIL;
-		res.detail = op->abandon == ABANDON_STALL
+		all.st     = CM_EUNAVAIL;
+		all.detail = s->op->abandon == ABANDON_STALL
 		    ? "upstream replica stalled mid-call"
 		    : "upstream connection lost mid-call";
-		out        = OUT_AMBIGUOUS;
+		aout       = OUT_AMBIGUOUS;
 	}
 
-	if (out == OUT_UNDELIVERED ||
-	    (out == OUT_AMBIGUOUS && op->idempotent)) {
-		m = op_msg(op);
+	ops[0] = s->op;
+	for (int i = 0; i < n; i++) {
+		if (i > 0) {
+			ops[i] = ops[i - 1]->next;
+		}
+		items[i] = NULL;
+		ns[i]    = NULL;
+		m[i]     = NULL;
+		res[i]   = all;
+		out[i]   = aout;
 	}
+	if (s->recv && rv == 0) {
+		if (n == 1) {
+			result_of(resp, &res[0], &out[0]);
+		} else {
+			batch_results(resp, n, res, out, items, &br);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		if (out[i] == OUT_UNDELIVERED || out[i] == OUT_ALONE ||
+		    (out[i] == OUT_AMBIGUOUS && ops[i]->idempotent)) {
+			m[i] = op_msg(ops[i]);
+		}
+	}
+
 	pthread_mutex_lock(&c->mu);
 	s->op   = NULL;
+	s->nops = 0;
 	s->recv = 0;
 	s->next = r->free;
 	r->free = s;
-	r->inflight--;
-	if (res.answered) {
-		r->answered++;
-		r->last_progress = now;
-		if (res.st == CM_EUNAVAIL) {
-			r->eject_until = now + c->opts.stall_ms;
+	r->busy -= s->batch;
+	r->inflight -= n;
+	snprintf(from, sizeof(from), "%s", r->url); // r may go once unlocked
+	for (int i = 0; i < n; i++) {
+		rpc_op *op = ops[i];
+
+		if (res[i].answered) {
+			r->answered++;
+			r->last_progress = now;
+			if (res[i].st == CM_EUNAVAIL && out[i] != OUT_ALONE) {
+				r->eject_until = now + c->opts.stall_ms;
+			}
 		}
-	}
-	if (m != NULL && !c->closing && op->pin == 0 &&
-	    op->deadline - now >= RPC_RETRY_MIN_MS) {
-		ns = attempt_prepare(c, op, now);
-		if (ns != NULL) {
+		if (m[i] == NULL || c->closing || op->pin != 0 ||
+		    op->deadline - now < RPC_RETRY_MIN_MS) {
+			continue;
+		}
+		// A reply too large to batch goes back to the same replica.
+		ns[i] = out[i] == OUT_ALONE && op->ntried < RPC_MAX_ATTEMPTS
+		    ? book(c, r, op, now)
+		    : attempt_prepare(c, op, now);
+		if (ns[i] != NULL) {
 			r->resent++;
 			atomic_fetch_add(&c->sending, 1);
-			// r may be closed once the lock is released.
-			snprintf(from, sizeof(from), "%s", r->url);
 		}
 	}
+	flush_locked(c, now, &sends, &fails);
 	pthread_mutex_unlock(&c->mu);
 
-	if (ns != NULL) {
-		cm_warn(op->rid, "rpc %s: %s (%s); re-sent to %s", op->method,
-		    res.detail, from, ns->r->url);
-		threadgate__rpc__v1__response__free_unpacked(resp, NULL);
-		attempt_send(ns, op, m, now);
-		atomic_fetch_sub(&c->sending, 1);
-		return;
+	for (int i = 0; i < n; i++) {
+		if (ns[i] != NULL) {
+			if (out[i] != OUT_ALONE) {
+				cm_warn(ops[i]->rid,
+				    "rpc %s: %s (%s); re-sent to %s",
+				    ops[i]->method, res[i].detail, from,
+				    ns[i]->r->url);
+			}
+			attempt_send(ns[i], m[i], now);
+			atomic_fetch_sub(&c->sending, 1);
+			continue;
+		}
+		nng_msg_free(m[i]);
+		if (out[i] == OUT_AMBIGUOUS && !ops[i]->idempotent &&
+		    !res[i].answered) {
+			res[i].detail =
+			    "upstream connection lost mid-call; not "
+			    "re-sent (the call is not idempotent)";
+		}
+		op_finish(ops[i], &res[i]);
 	}
-	nng_msg_free(m);
-	if (out == OUT_AMBIGUOUS && !op->idempotent && !res.answered) {
-		res.detail = "upstream connection lost mid-call; not re-sent "
-		             "(the call is not idempotent)";
+	flush_send(sends, fails, now);
+	for (int i = 0; i < n; i++) {
+		threadgate__rpc__v1__response__free_unpacked(items[i], NULL);
 	}
-	op_finish(op, &res);
+	threadgate__rpc__v1__batch_reply__free_unpacked(br, NULL);
 	threadgate__rpc__v1__response__free_unpacked(resp, NULL);
 }
 
@@ -1122,8 +1464,10 @@ watch_main(void *arg)
 	while (!c->closing) {
 		struct timespec ts;
 		int64_t         now;
-		int             np = 0;
-		int             nd = 0;
+		int             np    = 0;
+		int             nd    = 0;
+		rpc_slot       *sends = NULL;
+		rpc_op         *fails = NULL;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += (long) c->tick_ms * 1000000L;
@@ -1169,18 +1513,21 @@ watch_main(void *arg)
 				}
 			}
 		}
+		// Completions flush the batch queue; this catches what they
+		// cannot: calls expiring in it, replicas turning unhealthy.
+		flush_locked(c, now, &sends, &fails);
 		pthread_mutex_unlock(&c->mu);
 		for (int i = 0; i < np; i++) {
-			rpc_op  *op = probes[i]->op;
-			nng_msg *m  = op_msg(op);
+			nng_msg *m = op_msg(probes[i]->op);
 
 			if (m == NULL) {
 				// Let the send fail as undelivered.
 				nng_msg_alloc(&m, 0);
 			}
-			attempt_send(probes[i], op, m, now);
+			attempt_send(probes[i], m, now);
 			atomic_fetch_sub(&c->sending, 1);
 		}
+		flush_send(sends, fails, now);
 		for (int i = 0; i < nd; i++) {
 			cm_info(NULL, "rpc: replica %s closed", dead[i]->url);
 			replica_free(dead[i]);
@@ -1433,6 +1780,11 @@ cm_rpc_client_open_opts(
 	if (c->opts.resolve == NULL) {
 		c->opts.resolve = resolve_default;
 	}
+	if (c->opts.batch_window < 0 ||
+	    c->opts.batch_window > CM_RPC_BATCH_WINDOW_MAX) {
+		free(c);
+		return (CM_EINVAL);
+	}
 	// The watchdog's period: a fifth of the stall time (stalls are seen
 	// within 20%), between 10 and 50 ms (lost connections are noticed
 	// within 50 ms whatever the stall time).
@@ -1489,13 +1841,19 @@ cm_rpc_client_open(const char *urls, cm_rpc_client **out)
 void
 cm_rpc_client_close(cm_rpc_client *c)
 {
+	rpc_slot *sends = NULL;
+	rpc_op   *fails = NULL;
+
 	if (c == NULL) {
 		return;
 	}
 	pthread_mutex_lock(&c->mu);
 	c->closing = 1;
 	pthread_cond_broadcast(&c->cv);
+	// Calls waiting for a batch end now, with CM_EUNAVAIL.
+	flush_locked(c, cm_mono_ms(), &sends, &fails);
 	pthread_mutex_unlock(&c->mu);
+	flush_send(sends, fails, 0);
 	if (c->watch_started) {
 		pthread_join(c->watch, NULL);
 	}
@@ -1545,6 +1903,7 @@ cm_rpc_client_stats(cm_rpc_client *c, cm_rpc_replica_stat *out, size_t max)
 			s->sent      = r->sent;
 			s->answered  = r->answered;
 			s->resent    = r->resent;
+			s->batched   = r->batched;
 		}
 		n++;
 	}
@@ -1582,6 +1941,7 @@ cm_rpc_call_start(cm_rpc_client *c, const char *method,
 	}
 	op->deadline   = cm_mono_ms() + o->timeout_ms;
 	op->idempotent = o->idempotent;
+	op->batch      = o->batch;
 	op->affinity   = o->affinity;
 	op->desc       = reply_desc;
 	op->typed_done = done;
