@@ -178,7 +178,14 @@ typedef struct gw_config {
 	int         drain_delay_ms;    // GATEWAY_DRAIN_DELAY_MS (main.c)
 	int         auth_cache_ttl_ms; // GATEWAY_AUTH_CACHE_TTL, 0 = off
 	int         auth_cache_max;    // GATEWAY_AUTH_CACHE_MAX, entries
+	int         batch_window;      // GATEWAY_BATCH_WINDOW, 0 = off
 } gw_config;
+
+// Default GATEWAY_BATCH_WINDOW: point reads wait to share a message with
+// others once this many messages of point reads are out to every healthy
+// thread-service replica (cm_rpc_client_opts.batch_window). Chosen with
+// make bench: see README, "Performance".
+#define GW_BATCH_WINDOW_DEFAULT 1
 
 // ---------------------------------------------------------------------
 // Responses
@@ -449,6 +456,10 @@ typedef struct gw_route {
 	gw_build_fn  build;  // body + query -> the rpc's request
 	gw_render_fn render; // the rpc's reply -> HTTP response
 	gw_retry     retry;  // re-send rule after a replica failed
+	// 1: a point read by primary key, short and idempotent, that may
+	// share an rpc message with others under load (batching: one slow
+	// call would hold back the rest of its message, so scans never do).
+	int batch;
 } gw_route;
 
 typedef enum gw_match_result {

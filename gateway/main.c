@@ -156,6 +156,10 @@ usage(FILE *f)
 	    "                              many seconds, 0 = off (%d, max "
 	    "%d)\n"
 	    "  GATEWAY_AUTH_CACHE_MAX      identities kept (%d)\n"
+	    "  GATEWAY_BATCH_WINDOW        under load, point reads share a\n"
+	    "                              thread-service message once this\n"
+	    "                              many are out, 0 = off (%d, max "
+	    "%d)\n"
 	    "  GATEWAY_PUBLIC_METRICS      1: also serve GET /metrics on the\n"
 	    "                              public port, unauthenticated (0)\n"
 	    "  METRICS_ADDR                host:port of a separate /metrics\n"
@@ -172,7 +176,8 @@ usage(FILE *f)
 	    DEFAULT_IDLE_TIMEOUT_S, GW_DEFAULT_HEADER_TIMEOUT_S,
 	    GW_DEFAULT_BODY_TIMEOUT_S, GW_DEFAULT_MEMORY_BUDGET_MB,
 	    GW_READY_INTERVAL_DEFAULT_MS, GW_AUTHCACHE_TTL_DEFAULT_S,
-	    GW_AUTHCACHE_TTL_MAX_S, GW_AUTHCACHE_MAX_DEFAULT);
+	    GW_AUTHCACHE_TTL_MAX_S, GW_AUTHCACHE_MAX_DEFAULT,
+	    GW_BATCH_WINDOW_DEFAULT, CM_RPC_BATCH_WINDOW_MAX);
 }
 
 static int
@@ -272,6 +277,8 @@ main(int argc, char **argv)
 	        GW_AUTHCACHE_TTL_MAX_S, &acache_ttl_s) != 0 ||
 	    env_int("GATEWAY_AUTH_CACHE_MAX", GW_AUTHCACHE_MAX_DEFAULT, 1,
 	        GW_AUTHCACHE_MAX_LIMIT, &cfg.auth_cache_max) != 0 ||
+	    env_int("GATEWAY_BATCH_WINDOW", GW_BATCH_WINDOW_DEFAULT, 0,
+	        CM_RPC_BATCH_WINDOW_MAX, &cfg.batch_window) != 0 ||
 	    cm_env_bool("GATEWAY_PUBLIC_METRICS", 0, &cfg.public_metrics) !=
 	        CM_OK) {
 		return (EXIT_USAGE);

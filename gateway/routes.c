@@ -16,11 +16,12 @@
 // The table: everything about a route. Order does not matter: the most
 // literal match wins. Per row: id, method, pattern, action (GW_ACT_NONE:
 // unauthenticated), the thread-service rpc and its reply type, whether a
-// body is read, the builder and renderer, and the re-send rule (gw_retry)
-// with why.
-#define META(id, m, p)                                                        \
-	{                                                                     \
-		id, m, p, GW_ACT_NONE, NULL, NULL, 0, NULL, NULL, GW_RETRY_NO \
+// body is read, the builder and renderer, the re-send rule (gw_retry)
+// with why, and whether it may be batched (point reads only).
+#define META(id, m, p)                                            \
+	{                                                         \
+		id, m, p, GW_ACT_NONE, NULL, NULL, 0, NULL, NULL, \
+		    GW_RETRY_NO, 0                                \
 	}
 #define TH(name) &threadgate__threads__v1__##name##__descriptor
 
@@ -31,7 +32,7 @@ static const gw_route routes[] = {
 	    "CreateThread", TH(thread), 1, gw_build_create, gw_render_thread,
 	    GW_RETRY_CREATE },
 	{ GW_R_THREAD_GET, "GET", "/threads/{id}", GW_ACT_READ, "GetThread",
-	    TH(thread), 0, gw_build_ref, gw_render_thread, GW_RETRY_READ },
+	    TH(thread), 0, gw_build_ref, gw_render_thread, GW_RETRY_READ, 1 },
 	// A metadata merge re-applied after another request's merge would
 	// undo that one (lost update).
 	{ GW_R_THREAD_PATCH, "PATCH", "/threads/{id}", GW_ACT_UPDATE,
@@ -60,13 +61,13 @@ static const gw_route routes[] = {
 	    gw_render_prune, GW_RETRY_NO },
 	{ GW_R_STATE_GET, "GET", "/threads/{id}/state", GW_ACT_READ,
 	    "GetState", TH(state_reply), 0, gw_build_state_get,
-	    gw_render_state, GW_RETRY_READ },
+	    gw_render_state, GW_RETRY_READ, 1 },
 	{ GW_R_STATE_GET_AT, "GET", "/threads/{id}/state/{cid}", GW_ACT_READ,
 	    "GetState", TH(state_reply), 0, gw_build_state_get,
-	    gw_render_state, GW_RETRY_READ },
+	    gw_render_state, GW_RETRY_READ, 1 },
 	{ GW_R_STATE_CHECKPOINT, "POST", "/threads/{id}/state/checkpoint",
 	    GW_ACT_READ, "GetState", TH(state_reply), 1,
-	    gw_build_state_checkpoint, gw_render_state, GW_RETRY_READ },
+	    gw_build_state_checkpoint, gw_render_state, GW_RETRY_READ, 1 },
 	// Every update stores a new checkpoint.
 	{ GW_R_STATE_UPDATE, "POST", "/threads/{id}/state", GW_ACT_UPDATE,
 	    "UpdateState", TH(checkpoint), 1, gw_build_state_update,

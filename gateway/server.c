@@ -1253,9 +1253,10 @@ server_free(gw_server *srv)
 cm_err
 gw_server_start(const gw_config *cfg, gw_server **out)
 {
-	gw_server *srv     = cm_xcalloc(1, sizeof(*srv));
-	int        started = 0;
-	cm_err     rv;
+	gw_server         *srv     = cm_xcalloc(1, sizeof(*srv));
+	cm_rpc_client_opts topts   = { 0 };
+	int                started = 0;
+	cm_err             rv;
 
 	srv->cfg   = *cfg;
 	srv->lsock = -1;
@@ -1276,7 +1277,8 @@ gw_server_start(const gw_config *cfg, gw_server **out)
 		rv = CM_EINVAL;
 		goto out;
 	}
-	rv = cm_rpc_client_open(cfg->threads_url, &srv->threads);
+	topts.batch_window = cfg->batch_window;
+	rv = cm_rpc_client_open_opts(cfg->threads_url, &topts, &srv->threads);
 	if (rv != CM_OK) {
 		cm_error(NULL, "THREAD_SERVICE_URL %s: %s", cfg->threads_url,
 		    cm_strerror(rv));

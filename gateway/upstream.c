@@ -149,6 +149,7 @@ authenticated(gw_job *job, const gw_identity *who)
 	}
 	*job->req.owner_slot = job->identity;
 	opts.idempotent      = gw_upstream_idempotent(&job->req);
+	opts.batch           = job->match.route->batch;
 	job->state           = GW_JOB_THREADS;
 	rv = gw_ops_call(job, GW_UP_THREADS, job->match.route->rpc,
 	    gw_request_message(&job->req), job->match.route->reply_desc, &opts,
