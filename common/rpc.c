@@ -112,6 +112,12 @@ struct rpc_ctx {
 	atomic_int pending;
 	// Lanes this batch was admitted to (see enqueue()).
 	unsigned admitted;
+	// While a batch's calls are dispatched: the lanes that got some. A
+	// lane's first call wakes one thread; the others queue silently and
+	// lane_wake() wakes the threads they need once all are queued - not
+	// a wake, and a fight over the lane's lock, per call.
+	int      dispatching;
+	unsigned woken;
 };
 
 // A lane: a FIFO of offloaded calls and the threads that run them.
@@ -629,6 +635,7 @@ health_reply(rpc_job *j, const char *rid)
 }
 
 static cm_err enqueue(rpc_job *j, int lane);
+static void   lane_wake(rpc_lane *l);
 
 // Invokes the handler for job j with the given worker state (on lane, or
 // inline when lane is -1) and answers, unless the handler offloaded the
@@ -776,8 +783,10 @@ batch_request(rpc_job *top)
 	if (c->batch == NULL) {
 		c->batch = cm_xcalloc(CM_RPC_BATCH_MAX, sizeof(rpc_job));
 	}
-	c->nbatch   = (int) b->n_calls;
-	c->admitted = 0;
+	c->nbatch      = (int) b->n_calls;
+	c->admitted    = 0;
+	c->woken       = 0;
+	c->dispatching = 1;
 	atomic_store(&c->pending, c->nbatch + 1);
 	for (int i = 0; i < c->nbatch; i++) {
 		rpc_job *j = &c->batch[i];
@@ -790,6 +799,12 @@ batch_request(rpc_job *top)
 		job_request(j, b->calls[i].data, b->calls[i].len);
 	}
 	threadgate__rpc__v1__batch_request__free_unpacked(b, NULL);
+	c->dispatching = 0;
+	for (int i = 0; i < c->srv->cfg.nlanes; i++) {
+		if ((c->woken & (1u << i)) != 0) {
+			lane_wake(&c->srv->lanes[i]);
+		}
+	}
 	if (atomic_fetch_sub(&c->pending, 1) == 1) {
 		batch_reply(c);
 	}
@@ -930,9 +945,26 @@ enqueue(rpc_job *j, int lane)
 	}
 	l->qtail = j;
 	l->qlen++;
-	pthread_cond_signal(&l->cv);
+	if (!batch || !c->dispatching || (c->woken & (1u << lane)) == 0) {
+		pthread_cond_signal(&l->cv);
+	}
+	if (batch && c->dispatching) {
+		c->woken |= 1u << lane;
+	}
 	pthread_mutex_unlock(&l->mu);
 	return (CM_OK);
+}
+
+// Wakes as many of lane l's idle threads as its queue needs (after a
+// batch was queued on it).
+static void
+lane_wake(rpc_lane *l)
+{
+	pthread_mutex_lock(&l->mu);
+	for (int k = 0; k < l->qlen && k < l->nthreads - l->busy; k++) {
+		pthread_cond_signal(&l->cv);
+	}
+	pthread_mutex_unlock(&l->mu);
 }
 
 void
