@@ -1094,8 +1094,9 @@ loop_main(void *arg)
 void
 gw_conn_resume(gw_conn *c)
 {
-	gw_loop *l   = c->loop;
-	uint64_t one = 1;
+	gw_loop *l     = c->loop;
+	uint64_t one   = 1;
+	int      first = 0;
 
 	pthread_mutex_lock(&l->mu);
 	c->ready = NULL;
@@ -1103,10 +1104,15 @@ gw_conn_resume(gw_conn *c)
 		l->ready_last->ready = c;
 	} else {
 		l->ready_first = c;
+		first          = 1;
 	}
 	l->ready_last = c;
 	pthread_mutex_unlock(&l->mu);
-	if (write(l->evfd, &one, sizeof(one)) < 0) {
+	// Only the connection that makes the queue non-empty wakes the
+	// loop: it takes the whole queue (on_wake()), and until it does the
+	// wake is pending. A batch of replies resumes many connections at
+	// once: one write, not one each.
+	if (first && write(l->evfd, &one, sizeof(one)) < 0) {
 		// Only EAGAIN (counter full): the loop is awake anyway.
 	}
 }
