@@ -218,6 +218,18 @@ scenario() {
 	echo "$ctx"
 	if [ "$name" != nginx ]; then
 		echo "    one connection: $("$bbuild/http_latency" "$gw" "$token" "$n1" "$method" "$path" ${body:+"$body"} --warmup 200)"
+		# Again, counting each service's context switches and CPU per
+		# request at one request in flight.
+		for p in gateway threads; do before[$p]=$(snap "${pid[$p]}"); done
+		"$bbuild/http_latency" "$gw" "$token" "$n1" "$method" "$path" ${body:+"$body"} --warmup 0 >/dev/null
+		ctx="    one connection, switches/req:"
+		for p in gateway threads; do
+			read -r tb cb <<<"${before[$p]}"
+			read -r ta ca <<<"$(snap "${pid[$p]}")"
+			ctx="$ctx $p $(awk -v c=$((ca - cb)) -v n="$n1" 'BEGIN {printf "%.2f", c / n}')"
+			ctx="$ctx ($(awk -v t=$((ta - tb)) -v hz="$hz" -v n="$n1" 'BEGIN {printf "%.0f", t * 1e6 / hz / n}') us CPU)"
+		done
+		echo "$ctx"
 	else
 		echo "    one connection: $("$bbuild/http_latency" "http://127.0.0.1:$nginx_port" "$token" "$n1" GET / --warmup 200)"
 	fi
