@@ -19,8 +19,11 @@
 # time each process spent per request (utime+stime from /proc, summed over
 # its threads) and its context switches per request (voluntary +
 # involuntary, every thread), then one connection at a time (p50, p99:
-# bench/http_latency). The cold-token run uses http_latency with one fresh
-# token per request (16 connections).
+# bench/http_latency), with each service's switches and CPU per request at
+# that load. The cold-token run uses http_latency with one fresh token per
+# request (16 connections). Then the floor at one request in flight:
+# a socket round trip, bare nng REQ/REP, and the rpc layer's Health call to
+# the running thread-service (bench/rpc_floor).
 #
 # Usage: bench/make-bench.sh        Knobs: SECS (10 per wrk run), CONNS (64),
 # N1 (one-connection requests, 3000), COLD_N (cold tokens, 3000),
@@ -46,7 +49,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j2 --target threadgate-gateway threadgate-auth \
 	threadgate-threads threadgate-dev-idp >/dev/null
 cmake -S bench -B "$bbuild" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$bbuild" -j2 --target http_latency mint_tokens >/dev/null
+cmake --build "$bbuild" -j2 --target http_latency mint_tokens rpc_floor >/dev/null
 
 tmp=$(mktemp -d)
 run_pid=""
@@ -242,5 +245,7 @@ scenario "GET /threads/{id}" GET "/threads/$tid" ""
 scenario "POST /threads (create)" POST /threads '{"metadata":{"bench":true}}'
 scenario "POST /threads/search" POST /threads/search '{"limit":10}'
 scenario "POST /threads/count" POST /threads/count '{}'
+echo "one request in flight, below threadgate's code (bench/rpc_floor: 100-byte round trips between two processes):"
+"$bbuild/rpc_floor" "$n1" "ipc://$tmp/data/run/threads.sock" | sed 's/^/    /'
 echo "cold tokens (each request a token the auth-service has not seen; IdP call):"
 echo "    16 connections: $("$bbuild/http_latency" "$gw" x "$cold_n" GET "/threads/$tid" --tokens "$tmp/tokens" --conns 16 --warmup 0)"
