@@ -61,8 +61,8 @@ static void
 report(const char *what, int64_t *us, int n)
 {
 	qsort(us, (size_t) n, sizeof(*us), cmp_i64);
-	printf("%-8s p50_us=%lld p99_us=%lld\n", what,
-	    (long long) us[n / 2], (long long) us[(int) (n * 0.99)]);
+	printf("%-8s p50_us=%lld p99_us=%lld\n", what, (long long) us[n / 2],
+	    (long long) us[(int) (n * 0.99)]);
 }
 
 // ---------------------------------------------------------------------
@@ -100,7 +100,8 @@ run_socket(int n, int64_t *us)
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		while (full_io(sv[1], buf, 0) == 0 && full_io(sv[1], buf, 1) == 0) {
+		while (full_io(sv[1], buf, 0) == 0 &&
+		    full_io(sv[1], buf, 1) == 0) {
 		}
 		_exit(0);
 	}
@@ -108,7 +109,8 @@ run_socket(int n, int64_t *us)
 	for (int i = 0; i < WARMUP + n; i++) {
 		int64_t t0 = mono_us();
 
-		if (full_io(sv[0], buf, 1) != 0 || full_io(sv[0], buf, 0) != 0) {
+		if (full_io(sv[0], buf, 1) != 0 ||
+		    full_io(sv[0], buf, 0) != 0) {
 			fprintf(stderr, "rpc_floor: socket peer gone\n");
 			exit(1);
 		}
@@ -183,7 +185,7 @@ run_nng(int n, int64_t *us, const char *url)
 	pid_t      pid;
 	nng_socket sock;
 	side       s = { .mu = PTHREAD_MUTEX_INITIALIZER,
-		      .cv     = PTHREAD_COND_INITIALIZER };
+		      .cv    = PTHREAD_COND_INITIALIZER };
 
 	if (pipe(ready) != 0 || (pid = fork()) < 0) {
 		perror("rpc_floor: nng");
@@ -257,7 +259,8 @@ run_rpc(int n, int64_t *us, const char *url)
 		size_t  len = 0;
 
 		if (cm_rpc_call_raw_sync(c, CM_RPC_HEALTH_METHOD, "", 0, NULL,
-		        0, 2000, &out, &len, detail, sizeof(detail)) != CM_OK) {
+		        0, 2000, &out, &len, detail,
+		        sizeof(detail)) != CM_OK) {
 			fprintf(stderr, "rpc_floor: Health: %s\n", detail);
 			exit(1);
 		}
@@ -272,11 +275,12 @@ run_rpc(int n, int64_t *us, const char *url)
 int
 main(int argc, char **argv)
 {
-	int      n = argc > 1 ? atoi(argv[1]) : 0;
+	int64_t  n = 0;
 	int64_t *us;
 	char     url[64];
 
-	if (n < 1 || n > N_MAX || argc > 3) {
+	if (argc < 2 || argc > 3 ||
+	    cm_parse_i64(argv[1], 1, N_MAX, &n) != CM_OK) {
 		fprintf(stderr, "usage: rpc_floor N (1..%d) [URL]\n", N_MAX);
 		return (2);
 	}
@@ -284,15 +288,15 @@ main(int argc, char **argv)
 	if (us == NULL) {
 		return (1);
 	}
-	run_socket(n, us);
-	report("socket", us, n);
+	run_socket((int) n, us);
+	report("socket", us, (int) n);
 	snprintf(url, sizeof(url), "ipc:///tmp/rpc_floor.%d", (int) getpid());
-	run_nng(n, us, url);
+	run_nng((int) n, us, url);
 	unlink(url + strlen("ipc://"));
-	report("nng", us, n);
+	report("nng", us, (int) n);
 	if (argc == 3) {
-		run_rpc(n, us, argv[2]);
-		report("rpc", us, n);
+		run_rpc((int) n, us, argv[2]);
+		report("rpc", us, (int) n);
 	}
 	free(us);
 	return (0);
