@@ -665,6 +665,24 @@ stat_of(cm_rpc_client *c)
 	return (st);
 }
 
+// A client batching with a window of 1, connected. A stall takes longer
+// than any of these tests: its replica stays healthy, as batching needs
+// (with none healthy, calls go out one by one).
+static cm_rpc_client *
+batch_client(void)
+{
+	cm_rpc_client_opts opts = { .batch_window = 1, .stall_ms = 60000 };
+	cm_rpc_client     *c;
+	int64_t            end = cm_mono_ms() + 10000;
+
+	assert_int_equal(cm_rpc_client_open_opts(URL, &opts, &c), CM_OK);
+	while (!stat_of(c).connected) {
+		assert_true(cm_mono_ms() < end);
+		sched_yield();
+	}
+	return (c);
+}
+
 // One short call held on lane 1 fills a window of 1: the next ones wait in
 // the client (nothing more is sent) and leave as one Batch when it comes
 // back; each gets its own answer, a reply too large to share the batch's
@@ -672,14 +690,13 @@ stat_of(cm_rpc_client *c)
 static void
 test_client_batches(void **state)
 {
-	cm_rpc_client_opts  opts = { .batch_window = 1 };
 	cm_rpc_client      *c;
 	cm_rpc_replica_stat st;
 
 	(void) state;
 	gate_set(0);
 	calls_reset();
-	assert_int_equal(cm_rpc_client_open_opts(URL, &opts, &c), CM_OK);
+	c = batch_client();
 	start_short(c, &qs, qargs, 0, "block1", 10000);
 	wait_lane(1, 1, 0);
 	for (int i = 1; i <= NQUEUED; i++) {
@@ -721,14 +738,13 @@ test_client_batches(void **state)
 static void
 test_client_batch_queue_ends(void **state)
 {
-	cm_rpc_client_opts opts = { .batch_window = 1 };
-	cm_rpc_client     *c;
-	int64_t            t0;
+	cm_rpc_client *c;
+	int64_t        t0;
 
 	(void) state;
 	gate_set(0);
 	calls_reset();
-	assert_int_equal(cm_rpc_client_open_opts(URL, &opts, &c), CM_OK);
+	c = batch_client();
 	start_short(c, &qs, qargs, 0, "block1", 10000);
 	wait_lane(1, 1, 0);
 	t0 = cm_mono_ms();
