@@ -62,15 +62,6 @@ static atomic_long next_token;
 static atomic_long bg_done;
 static atomic_long bg_errors;
 
-static int64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-}
-
 static size_t
 discard(char *p, size_t size, size_t n, void *arg)
 {
@@ -222,11 +213,11 @@ fg_main(void *arg)
 	unsigned           seed = (unsigned) (a->first + 7);
 
 	for (int64_t i = 0; i < a->n; i++) {
-		int64_t t0 = now_us();
+		int64_t t0 = cm_mono_us();
 		long    code;
 
 		code                 = one(h, hdrs, a->s, &seed);
-		a->lat[a->first + i] = now_us() - t0;
+		a->lat[a->first + i] = cm_mono_us() - t0;
 		if (code < 200 || code > 299) {
 			a->errors++;
 		}
@@ -337,7 +328,7 @@ main(int argc, char **argv)
 	if (ntokens > 0 && (size_t) n > ntokens) {
 		n = (int64_t) ntokens; // every token once
 	}
-	t_run = now_us();
+	t_run = cm_mono_us();
 	for (int64_t c = 0; c < conns; c++) {
 		fa[c].s      = &fg;
 		fa[c].lat    = lat;
@@ -350,7 +341,7 @@ main(int argc, char **argv)
 		pthread_join(fa[c].thread, NULL);
 		errors += fa[c].errors;
 	}
-	t_run = now_us() - t_run;
+	t_run = cm_mono_us() - t_run;
 	atomic_store(&stop_bg, 1);
 	for (int i = 0; i < nbg; i++) {
 		pthread_join(th[i], NULL);

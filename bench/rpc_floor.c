@@ -39,15 +39,6 @@
 // Round trips before measuring.
 #define WARMUP 200
 
-static int64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-}
-
 static int
 cmp_i64(const void *a, const void *b)
 {
@@ -107,7 +98,7 @@ run_socket(int n, int64_t *us)
 	}
 	close(sv[1]);
 	for (int i = 0; i < WARMUP + n; i++) {
-		int64_t t0 = mono_us();
+		int64_t t0 = cm_mono_us();
 
 		if (full_io(sv[0], buf, 1) != 0 ||
 		    full_io(sv[0], buf, 0) != 0) {
@@ -115,7 +106,7 @@ run_socket(int n, int64_t *us)
 			exit(1);
 		}
 		if (i >= WARMUP) {
-			us[i - WARMUP] = mono_us() - t0;
+			us[i - WARMUP] = cm_mono_us() - t0;
 		}
 	}
 	close(sv[0]);
@@ -214,7 +205,7 @@ run_nng(int n, int64_t *us, const char *url)
 		exit(1);
 	}
 	for (int i = 0; i < WARMUP + n; i++) {
-		int64_t  t0 = mono_us();
+		int64_t  t0 = cm_mono_us();
 		nng_msg *m;
 
 		if (nng_msg_alloc(&m, MSG_LEN) != 0) {
@@ -230,7 +221,7 @@ run_nng(int n, int64_t *us, const char *url)
 		}
 		pthread_mutex_unlock(&s.mu);
 		if (i >= WARMUP) {
-			us[i - WARMUP] = mono_us() - t0;
+			us[i - WARMUP] = cm_mono_us() - t0;
 		}
 	}
 	nng_close(sock);
@@ -254,7 +245,7 @@ run_rpc(int n, int64_t *us, const char *url)
 		exit(1);
 	}
 	for (int i = 0; i < WARMUP + n; i++) {
-		int64_t t0  = mono_us();
+		int64_t t0  = cm_mono_us();
 		void   *out = NULL;
 		size_t  len = 0;
 
@@ -266,7 +257,7 @@ run_rpc(int n, int64_t *us, const char *url)
 		}
 		free(out);
 		if (i >= WARMUP) {
-			us[i - WARMUP] = mono_us() - t0;
+			us[i - WARMUP] = cm_mono_us() - t0;
 		}
 	}
 	cm_rpc_client_close(c);

@@ -683,6 +683,21 @@ batch_client(void)
 	return (c);
 }
 
+// batch_client() with its window held: call 0 of qs, a short call
+// blocked on lane 1 until gate_set(1).
+static cm_rpc_client *
+batch_client_held(void)
+{
+	cm_rpc_client *c;
+
+	gate_set(0);
+	calls_reset();
+	c = batch_client();
+	start_short(c, &qs, qargs, 0, "block1", 10000);
+	wait_lane(1, 1, 0);
+	return (c);
+}
+
 // One short call held on lane 1 fills a window of 1: the next ones wait in
 // the client (nothing more is sent) and leave as one Batch when it comes
 // back; each gets its own answer, a reply too large to share the batch's
@@ -694,11 +709,7 @@ test_client_batches(void **state)
 	cm_rpc_replica_stat st;
 
 	(void) state;
-	gate_set(0);
-	calls_reset();
-	c = batch_client();
-	start_short(c, &qs, qargs, 0, "block1", 10000);
-	wait_lane(1, 1, 0);
+	c = batch_client_held();
 	for (int i = 1; i <= NQUEUED; i++) {
 		start_short(c, &qs, qargs, i, i <= 2 ? "big" : "ok", 10000);
 	}
@@ -742,11 +753,7 @@ test_client_batch_queue_ends(void **state)
 	int64_t        t0;
 
 	(void) state;
-	gate_set(0);
-	calls_reset();
-	c = batch_client();
-	start_short(c, &qs, qargs, 0, "block1", 10000);
-	wait_lane(1, 1, 0);
+	c  = batch_client_held();
 	t0 = cm_mono_ms();
 	start_short(c, &qs, qargs, 1, "ok", 200);
 	calls_wait(&qs, 1);

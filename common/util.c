@@ -39,6 +39,15 @@ cm_mono_ms(void)
 	return ((int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
+int64_t
+cm_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
 char *
 cm_time_iso8601(int64_t us, char buf[CM_ISO8601_SIZE])
 {

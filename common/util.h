@@ -26,6 +26,8 @@ int64_t cm_now_us(void);
 int64_t cm_now_ms(void);
 /** cm_mono_ms() returns a monotonic clock in milliseconds. */
 int64_t cm_mono_ms(void);
+/** cm_mono_us() returns the same monotonic clock in microseconds. */
+int64_t cm_mono_us(void);
 
 /**
  * cm_time_iso8601() formats Unix microseconds as
