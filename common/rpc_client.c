@@ -1239,7 +1239,7 @@ slot_cb(void *arg)
 	nng_msg                         *m[CM_RPC_BATCH_MAX];
 	rpc_result                       res[CM_RPC_BATCH_MAX];
 	rpc_outcome                      out[CM_RPC_BATCH_MAX];
-	char                             from[CM_RPC_URL_MAX];
+	char                             from[CM_RPC_URL_MAX] = "";
 	rpc_result                       all  = { .st = CM_OK };
 	rpc_outcome                      aout = OUT_DONE;
 
@@ -1323,7 +1323,6 @@ slot_cb(void *arg)
 	r->free = s;
 	r->busy -= s->batch;
 	r->inflight -= n;
-	snprintf(from, sizeof(from), "%s", r->url); // r may go once unlocked
 	for (int i = 0; i < n; i++) {
 		rpc_op *op = ops[i];
 
@@ -1345,6 +1344,10 @@ slot_cb(void *arg)
 		if (ns[i] != NULL) {
 			r->resent++;
 			atomic_fetch_add(&c->sending, 1);
+			if (from[0] == '\0') {
+				// For the log line: r may go once unlocked.
+				snprintf(from, sizeof(from), "%s", r->url);
+			}
 		}
 	}
 	flush_locked(c, now, &sends, &fails);
