@@ -162,15 +162,6 @@ bg_main(void *arg)
 	return (NULL);
 }
 
-static int
-cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *) a;
-	int64_t y = *(const int64_t *) b;
-
-	return ((x > y) - (x < y));
-}
-
 static void
 read_tokens(const char *path)
 {
@@ -346,7 +337,7 @@ main(int argc, char **argv)
 	for (int i = 0; i < nbg; i++) {
 		pthread_join(th[i], NULL);
 	}
-	qsort(lat, (size_t) n, sizeof(int64_t), cmp_i64);
+	qsort(lat, (size_t) n, sizeof(int64_t), cm_cmp_i64);
 	printf("n=%lld p50_ms=%.3f p99_ms=%.3f max_ms=%.2f rps=%.0f "
 	       "errors=%lld",
 	    (long long) n, lat[n / 2] / 1000.0, lat[(n * 99) / 100] / 1000.0,

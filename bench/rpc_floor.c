@@ -39,19 +39,10 @@
 // Round trips before measuring.
 #define WARMUP 200
 
-static int
-cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *) a;
-	int64_t y = *(const int64_t *) b;
-
-	return ((x > y) - (x < y));
-}
-
 static void
 report(const char *what, int64_t *us, int n)
 {
-	qsort(us, (size_t) n, sizeof(*us), cmp_i64);
+	qsort(us, (size_t) n, sizeof(*us), cm_cmp_i64);
 	printf("%-8s p50_us=%lld p99_us=%lld\n", what, (long long) us[n / 2],
 	    (long long) us[(int) (n * 0.99)]);
 }

@@ -48,6 +48,15 @@ cm_mono_us(void)
 	return ((int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
 }
 
+int
+cm_cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *) a;
+	int64_t y = *(const int64_t *) b;
+
+	return ((x > y) - (x < y));
+}
+
 char *
 cm_time_iso8601(int64_t us, char buf[CM_ISO8601_SIZE])
 {

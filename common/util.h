@@ -28,6 +28,8 @@ int64_t cm_now_ms(void);
 int64_t cm_mono_ms(void);
 /** cm_mono_us() returns the same monotonic clock in microseconds. */
 int64_t cm_mono_us(void);
+/** cm_cmp_i64() orders two int64_t for qsort(). */
+int cm_cmp_i64(const void *a, const void *b);
 
 /**
  * cm_time_iso8601() formats Unix microseconds as

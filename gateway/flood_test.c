@@ -276,13 +276,6 @@ one_request(void)
 	return (cm_mono_ms() - t0);
 }
 
-static int
-cmp_i64(const void *x, const void *y)
-{
-	int64_t a = *(const int64_t *) x, b = *(const int64_t *) y;
-	return ((a > b) - (a < b));
-}
-
 static void
 dump_log(void)
 {
@@ -326,7 +319,7 @@ test_slowloris_and_flood(void **state)
 	}
 	S.stop = 1;
 	pthread_join(th, NULL);
-	qsort(lat, (size_t) n, sizeof(lat[0]), cmp_i64);
+	qsort(lat, (size_t) n, sizeof(lat[0]), cm_cmp_i64);
 	{
 		int64_t p50 = lat[n / 2];
 		int64_t p99 = lat[(n * 99) / 100];
