@@ -262,7 +262,19 @@ test_table_consistent(void **state)
 			assert_non_null(t[i].rpc);
 			assert_non_null(t[i].reply_desc);
 		}
+		// Only reads that may be re-sent may share a message (the
+		// client batches nothing else), and only point reads by key:
+		// a scan or a history in a batch would hold back its others.
+		if (t[i].batch) {
+			assert_int_equal(t[i].retry, GW_RETRY_READ);
+			assert_int_equal(t[i].action, GW_ACT_READ);
+			assert_true(strcmp(t[i].rpc, "GetThread") == 0 ||
+			    strcmp(t[i].rpc, "GetState") == 0);
+		}
 	}
+	// The point reads do.
+	assert_int_equal(t[GW_R_THREAD_GET].batch, 1);
+	assert_int_equal(t[GW_R_STATE_GET].batch, 1);
 }
 
 int
