@@ -615,6 +615,33 @@ gw_ops_meta_response(gw_server *srv, gw_route_id id, gw_response *r)
 // Start / stop
 // ---------------------------------------------------------------------
 
+// Scrape time: calls each upstream client sent in batches (summed over
+// its replicas).
+static void
+batched_collect(void *arg, cm_mwriter *w)
+{
+	gw_ops             *o = arg;
+	cm_rpc_replica_stat st[CM_RPC_MAX_REPLICAS];
+
+	cm_mwriter_family(w, "threadgate_gateway_upstream_batched_calls_total",
+	    "counter",
+	    "Rpc calls that shared a message with others "
+	    "(GATEWAY_BATCH_WINDOW), "
+	    "by service.");
+	for (int u = 0; u < GW_UP_COUNT_; u++) {
+		size_t n =
+		    cm_rpc_client_stats(o->probe[u], st, CM_RPC_MAX_REPLICAS);
+		double sum = 0;
+
+		for (size_t i = 0; i < n && i < CM_RPC_MAX_REPLICAS; i++) {
+			sum += (double) st[i].batched;
+		}
+		cm_mwriter_sample(w,
+		    "threadgate_gateway_upstream_batched_calls_total",
+		    "service", upstream_names[u], sum);
+	}
+}
+
 cm_err
 gw_ops_start(gw_server *srv)
 {
@@ -637,6 +664,7 @@ gw_ops_start(gw_server *srv)
 	}
 	o->probe[GW_UP_AUTH]    = srv->auth;
 	o->probe[GW_UP_THREADS] = srv->threads;
+	cm_metrics_add_collector(cm_metrics_default(), batched_collect, o);
 	if (pthread_create(&o->thread, NULL, prober_main, o) != 0) {
 		rv = CM_EINTERNAL;
 		goto fail;
@@ -675,6 +703,7 @@ gw_ops_stop(gw_server *srv)
 		return;
 	}
 	gw_ops_stop_prober(srv);
+	cm_metrics_remove_collector(cm_metrics_default(), batched_collect, o);
 	cm_metrics_serve_env_stop(o->mh);
 	cm_gauge_set(o->ready, 0);
 	cm_gauge_set(o->in_flight, 0);

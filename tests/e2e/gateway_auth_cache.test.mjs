@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { httpJson, startStack, tmpDir, waitFor } from './harness.mjs';
+import { httpJson, metricSum, metricsEnv, readPortFile, startStack, tmpDir } from './harness.mjs';
 
 const AUTH_CACHE_TTL_S = 2;
 // Slack over the auth-service's TTL for a sign-out to show: polling, a
@@ -23,55 +23,28 @@ const SIGNOUT_SLACK_MS = 1500;
 // Requests of the burst.
 const BURST = 20;
 
-async function readPort(file) {
-	let port = null;
-	await waitFor(`a port in ${file}`, async () => {
-		const m = /^(\d+)\s*$/.exec(await fsp.readFile(file, 'utf8').catch(() => ''));
-		port = m ? Number(m[1]) : null;
-		return (port !== null);
-	});
-	return (port);
-}
-
-// Sum of a counter's series whose labels match `labels` (a regex source).
-async function counter(port, name, labels = '') {
-	const r = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10000) });
-	assert.equal(r.status, 200);
-	const text = await r.text();
-	const re = new RegExp(`^${name}(\\{[^}]*${labels}[^}]*\\})? (\\d+)$`, 'gm');
-	let sum = 0;
-	for (const m of text.matchAll(re)) {
-		sum += Number(m[2]);
-	}
-	return (sum);
-}
-
 describe('gateway identity cache: bounded by the auth-service', () => {
 	let stack;
 	let dir;
 	const mport = {};
 	let token;
 
-	const authCalls = () => counter(mport.auth, 'threadgate_rpc_server_requests_total',
+	const authCalls = () => metricSum(mport.auth, 'threadgate_rpc_server_requests_total',
 		'method="Authenticate"');
-	const hits = () => counter(mport.gateway, 'threadgate_gateway_auth_cache_hits_total');
-	const misses = () => counter(mport.gateway, 'threadgate_gateway_auth_cache_misses_total');
+	const hits = () => metricSum(mport.gateway, 'threadgate_gateway_auth_cache_hits_total');
+	const misses = () => metricSum(mport.gateway, 'threadgate_gateway_auth_cache_misses_total');
 	const count = (tok) => httpJson('POST', `${stack.gatewayUrl}/threads/count`, {
 		headers: { authorization: `Bearer ${tok}` }, body: {},
 	});
 
 	before(async () => {
 		dir = await tmpDir('tg-gwcache-');
-		const m = (name) => ({
-			METRICS_ADDR: '127.0.0.1:0',
-			METRICS_PORT_FILE: path.join(dir, `${name}.mport`),
-		});
 		stack = await startStack({
-			authEnv: { ...m('auth'), AUTH_CACHE_TTL: String(AUTH_CACHE_TTL_S) },
-			gatewayEnv: { ...m('gateway'), GATEWAY_AUTH_CACHE_TTL: '30' },
+			authEnv: { ...metricsEnv(dir, 'auth'), AUTH_CACHE_TTL: String(AUTH_CACHE_TTL_S) },
+			gatewayEnv: { ...metricsEnv(dir, 'gateway'), GATEWAY_AUTH_CACHE_TTL: '30' },
 		});
 		for (const name of ['gateway', 'auth']) {
-			mport[name] = await readPort(path.join(dir, `${name}.mport`));
+			mport[name] = await readPortFile(path.join(dir, `${name}.mport`));
 		}
 		token = (await stack.signup('gwcache@example.com', 'correct-horse-battery')).access_token;
 	});

@@ -242,6 +242,44 @@ export async function waitFor(what, check, proc = null) {
 }
 
 /**
+ * metricsEnv(dir, name): the environment that gives a service a metrics
+ * listener on a free loopback port, written to dir/name.mport.
+ */
+export function metricsEnv(dir, name) {
+	return ({ METRICS_ADDR: '127.0.0.1:0', METRICS_PORT_FILE: path.join(dir, `${name}.mport`) });
+}
+
+/** readPortFile(file): the port a service wrote there, once it has. */
+export async function readPortFile(file) {
+	let port = null;
+	await waitFor(`a port in ${file}`, async () => {
+		const m = /^(\d+)\s*$/.exec(await fsp.readFile(file, 'utf8').catch(() => ''));
+		port = m ? Number(m[1]) : null;
+		return (port !== null);
+	});
+	return (port);
+}
+
+/**
+ * metricSum(port, name, labels): the sum of the series of counter or gauge
+ * name on the metrics listener at port whose labels match labels (a regex
+ * source; '' = all series).
+ */
+export async function metricSum(port, name, labels = '') {
+	const r = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) });
+	if (r.status !== 200) {
+		throw new Error(`GET /metrics on port ${port}: ${r.status}`);
+	}
+	const text = await r.text();
+	const re = new RegExp(`^${name}(\\{[^}]*${labels}[^}]*\\})? (\\d+)$`, 'gm');
+	let sum = 0;
+	for (const m of text.matchAll(re)) {
+		sum += Number(m[2]);
+	}
+	return (sum);
+}
+
+/**
  * startProcess(name, opts) starts one binary.
  *   name: 'gateway' | 'auth' | 'threads' | 'dev-idp', or an absolute path.
  *   opts.args: argv after the program. opts.env: added to the (cleaned)

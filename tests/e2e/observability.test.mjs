@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { binPath, httpJson, startProcess, startStack, tmpDir, waitFor } from './harness.mjs';
+import { binPath, httpJson, readPortFile, startProcess, startStack, tmpDir, waitFor } from './harness.mjs';
 
 const PROMTOOL = '/usr/bin/promtool';
 const PROMETHEUS = '/usr/bin/prometheus';
@@ -80,13 +80,6 @@ function jsonLines(text) {
 		}
 	}
 	return (out);
-}
-
-async function readPort(file) {
-	return (until(`a port in ${file}`, async () => {
-		const m = /^(\d+)\s*$/.exec(await fsp.readFile(file, 'utf8').catch(() => ''));
-		return (m ? Number(m[1]) : null);
-	}));
 }
 
 function freePort() {
@@ -150,7 +143,7 @@ describe('observability of the running stack', () => {
 				GATEWAY_AUTH_TIMEOUT_MS: '1500', GATEWAY_THREADS_TIMEOUT_MS: '1500' },
 		});
 		for (const name of ['gateway', 'auth', 'threads']) {
-			mport[name] = await readPort(path.join(dir, `${name}.mport`));
+			mport[name] = await readPortFile(path.join(dir, `${name}.mport`));
 		}
 		const s = await stack.signup('obs@example.com', 'correct-horse-battery');
 		user = { token: s.access_token, id: s.user.id };
