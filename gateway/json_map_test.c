@@ -680,6 +680,10 @@ test_jw_json(void **state)
 		{ "\"\\ud83d\\u0041\"", NULL }, // high then not a low
 		{ "\"\xc3\x28\"", NULL },       // invalid UTF-8
 		{ "\"\xed\xa0\x80\"", NULL },   // UTF-8 surrogate
+		// NUL may be escaped in a value, not in a key (jansson, and so
+		// the store, cannot hold such a key).
+		{ "{\"a\":\"\\u0000\"}", "{\"a\":\"\\u0000\"}" },
+		{ "{\"\\u0000n\":1}", NULL },
 		{ "[1,]", NULL },
 		{ "{\"a\"1}", NULL },
 		{ "01", NULL },

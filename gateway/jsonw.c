@@ -342,9 +342,10 @@ escape_at(const unsigned char *p, size_t n, size_t k)
 // copy_string() checks the JSON string at t[*i] (the opening quote) and
 // copies it verbatim. Returns 0, or -1 when it is not a valid string
 // (control bytes, bad escapes, unpaired surrogate escapes and invalid
-// UTF-8 are refused, as jansson refuses them).
+// UTF-8 are refused, as jansson refuses them; so is \u0000 in an object
+// key, which jansson cannot hold: key is 1 for a key).
 static int
-copy_string(gw_jw *w, const char *t, size_t n, size_t *i)
+copy_string(gw_jw *w, const char *t, size_t n, size_t *i, int key)
 {
 	const unsigned char *p     = (const unsigned char *) t;
 	size_t               start = *i;
@@ -360,8 +361,11 @@ copy_string(gw_jw *w, const char *t, size_t n, size_t *i)
 			}
 			if (p[k + 1] == 'u') {
 				long cp = escape_at(p, n, k);
-				if (cp < 0 || (cp >= 0xdc00 && cp <= 0xdfff)) {
-					return (-1); // bad, or a lone low half
+				if (cp < 0 || (cp >= 0xdc00 && cp <= 0xdfff) ||
+				    (cp == 0 && key)) {
+					// bad, a lone low half, or NUL in a
+					// key
+					return (-1);
 				}
 				k += 6;
 				if (cp >= 0xd800 && cp <= 0xdbff) {
@@ -526,7 +530,7 @@ gw_jw_json(gw_jw *w, const char *text, size_t n)
 				st = depth == 0 ? J_DONE : J_NEXT;
 				continue;
 			}
-			if (c != '"' || copy_string(w, text, n, &i) != 0) {
+			if (c != '"' || copy_string(w, text, n, &i, 1) != 0) {
 				goto bad;
 			}
 			st = J_COLON;
@@ -556,7 +560,7 @@ gw_jw_json(gw_jw *w, const char *text, size_t n)
 			continue;
 		}
 		if (c == '"') {
-			rc = copy_string(w, text, n, &i);
+			rc = copy_string(w, text, n, &i, 0);
 		} else if (c == '-' || is_digit(c)) {
 			rc = copy_number(w, text, n, &i);
 		} else {
